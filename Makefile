@@ -1,0 +1,32 @@
+# medsyft: two set-up commands.  `make demo` runs the main job, `make test` the suite.
+# Both create .venv if missing and install the pinned set (constraints.txt); the
+# install step is skipped while .venv/.installed is newer than the pins.
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+ARGS    ?=
+
+.PHONY: demo test install clean-home help
+help:
+	@echo "make demo   - three simulated hospitals, the approval loop, a summary"
+	@echo "make test   - the whole test suite"
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip==24.3.1"
+
+$(STAMP): $(BIN)/python constraints.txt pyproject.toml
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/medsyft demo $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+clean-home:
+	rm -rf .medsyft

@@ -1,0 +1,62 @@
+"""Provision a hospital datasite: accounts, roles, settings, the dataset. Idempotent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from synthetic_data import TABLES_DESCRIPTION, load_synthea
+
+from .credentials import site_passwords
+from .data import mock_dir, private_dir
+from .quiet import quiet
+from .spec import HospitalSpec
+
+__all__ = ["provision"]
+
+
+def _register(admin, account, password: str, role=None) -> None:
+    from syft.service.user.user_roles import ServiceRole
+
+    existing = {u.email: u for u in admin.users}
+    if account.email not in existing:
+        result = admin.register(name=account.name, email=account.email, password=password,
+                                password_verify=password, institution=account.institution or "")
+        if type(result).__name__ == "SyftError":
+            raise RuntimeError(f"could not register {account.email}: {result}")
+        existing = {u.email: u for u in admin.users}
+    if role is not None and existing[account.email].role != role:
+        admin.users.update(uid=existing[account.email].id, role=role)
+    if role is None and existing[account.email].role != ServiceRole.DATA_SCIENTIST:
+        admin.users.update(uid=existing[account.email].id, role=ServiceRole.DATA_SCIENTIST)
+
+
+def provision(server, spec: HospitalSpec, site_dir: Path) -> None:
+    """Make the datasite match the spec: no guest sign-up, officer and researcher
+    accounts with their roles, and the dataset with private data plus its mock twin.
+
+    The private export and the mock are both loaded and validated before anything is
+    uploaded, so a broken export leaves the datasite without a half-written dataset.
+    """
+    import syft as sy
+    from syft.service.user.user_roles import ServiceRole
+
+    home = site_dir.parent
+    passwords = site_passwords(spec, site_dir)
+    with quiet():
+        admin = server.get_guest_client(verbose=False).login(email=spec.admin.email,
+                                                             password=passwords[spec.admin.email])
+        admin.settings.allow_guest_signup(enable=False)
+        _register(admin, spec.compliance_officer, passwords[spec.compliance_officer.email], ServiceRole.DATA_OWNER)
+        for r in spec.researchers:
+            _register(admin, r, passwords[r.email])
+        if spec.dataset_name in [d.name for d in admin.datasets]:
+            return
+    private = load_synthea(private_dir(home, spec.name))
+    mock = load_synthea(mock_dir(home, spec.name))
+    assets = [sy.Asset(name=table, description=TABLES_DESCRIPTION[table], data=private[table],
+                       mock=mock[table], mock_is_real=False) for table in private.tables]
+    dataset = sy.Dataset(name=spec.dataset_name, description=spec.dataset_description, asset_list=assets)
+    with quiet():
+        result = admin.upload_dataset(dataset)
+    if type(result).__name__ == "SyftError":
+        raise RuntimeError(f"uploading {spec.dataset_name} to {spec.name} failed: {result}")

@@ -1,0 +1,126 @@
+"""Hospital specs: one TOML file per hospital (three ship with medsyft)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from synthetic_data import HospitalProfile, Location
+
+__all__ = ["HospitalSpec", "Account", "load_spec", "shipped_specs", "SpecError"]
+
+SPEC_DIR = Path(__file__).parent / "specs"
+_NAME = re.compile(r"^[a-z][a-z0-9-]{1,40}$")
+
+
+class SpecError(ValueError):
+    """A hospital spec is incomplete or inconsistent; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    email: str
+    institution: str = ""
+
+
+@dataclass(frozen=True)
+class HospitalSpec:
+    name: str
+    display_name: str
+    region: str
+    jurisdiction: str
+    port: int
+    admin: Account
+    compliance_officer: Account
+    researchers: tuple[Account, ...]
+    dataset_name: str
+    dataset_description: str
+    profile: HospitalProfile
+    source: Path | None = None  # a real Synthea export to load instead of generated data
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def env_prefix(self) -> str:
+        return "MEDSYFT_" + self.name.upper().replace("-", "_")
+
+
+def _get(data: dict, dotted: str, path: Path, kind=str):
+    node = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise SpecError(f"{path}: missing key '{dotted}'")
+        node = node[part]
+    if kind is float and isinstance(node, int):
+        node = float(node)
+    if not isinstance(node, kind):
+        raise SpecError(f"{path}: '{dotted}' must be {kind.__name__}, got {type(node).__name__}")
+    return node
+
+
+def _account(data: dict, key: str, path: Path) -> Account:
+    return Account(_get(data, f"{key}.name", path), _get(data, f"{key}.email", path),
+                   data.get(key, {}).get("institution", ""))
+
+
+def load_spec(path: str | Path) -> HospitalSpec:
+    """Read and check one hospital spec."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such hospital spec file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML ({exc})") from exc
+    name = _get(data, "site.name", path)
+    if not _NAME.match(name):
+        raise SpecError(f"{path}: site.name {name!r} must be lowercase letters, digits and '-' (2-41 chars)")
+    region = _get(data, "site.region", path)
+    jurisdiction = _get(data, "site.jurisdiction", path)
+    if region not in ("EU", "US"):
+        raise SpecError(f"{path}: site.region must be 'EU' or 'US', got {region!r}")
+    if jurisdiction not in ("GDPR", "HIPAA"):
+        raise SpecError(f"{path}: site.jurisdiction must be 'GDPR' or 'HIPAA', got {jurisdiction!r}")
+    port = _get(data, "site.port", path, int)
+    if not 1024 <= port <= 65535:
+        raise SpecError(f"{path}: site.port must be between 1024 and 65535, got {port}")
+    researchers = tuple(Account(r["name"], r["email"], r.get("institution", "")) for r in data.get("researchers", []))
+    c = data.get("cohort", {})
+    try:
+        profile = HospitalProfile(
+            name=name,
+            share=float(c.get("share", 1.0)),
+            age_preference=float(c.get("age_preference", 0.0)),
+            prevalence_odds=float(c.get("prevalence_odds", 1.0)),
+            location=Location(c.get("city", "Boston"), c.get("state", "Massachusetts"), c.get("county", ""),
+                              str(c.get("fips", "")), str(c.get("zip_prefix", "021")),
+                              float(c.get("lat", 42.36)), float(c.get("lon", -71.06))),
+            creatinine_unit=c.get("creatinine_unit", "mg/dL"),
+            lactate_loinc=str(c.get("lactate_loinc", "2524-7")),
+            spo2_offset=float(c.get("spo2_offset", 0.0)),
+        )
+    except ValueError as exc:
+        raise SpecError(f"{path}: [cohort] {exc}") from exc
+    source = data.get("dataset", {}).get("source")
+    return HospitalSpec(
+        name=name,
+        display_name=data["site"].get("display_name", name),
+        region=region,
+        jurisdiction=jurisdiction,
+        port=port,
+        admin=_account(data, "admin", path),
+        compliance_officer=_account(data, "compliance_officer", path),
+        researchers=researchers,
+        dataset_name=_get(data, "dataset.name", path),
+        dataset_description=_get(data, "dataset.description", path).strip(),
+        profile=profile,
+        source=(path.parent / source) if source else None,
+        path=path,
+    )
+
+
+def shipped_specs() -> list[HospitalSpec]:
+    """The three simulated hospitals that ship with medsyft, sorted by port."""
+    return sorted((load_spec(p) for p in SPEC_DIR.glob("*.toml")), key=lambda s: s.port)

@@ -1,0 +1,177 @@
+"""The ``medsyft`` command. Heavy imports (Syft, torch) happen inside commands, so
+``medsyft --help`` answers at once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    help="medsyft: private multi-hospital data science on PySyft datasites.\n\n"
+         "Each simulated hospital is a Syft datasite with private and mock assets; researchers "
+         "submit code, compliance officers approve or deny it, and only aggregates leave.",
+    no_args_is_help=True, add_completion=False)
+data_app = typer.Typer(help="Synthea-format hospital data.", no_args_is_help=True)
+sites_app = typer.Typer(help="Start, stop and inspect the hospital datasites (HTTP on loopback).",
+                        no_args_is_help=True)
+review_app = typer.Typer(help="The compliance officer's review queue on one hospital.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(sites_app, name="sites")
+app.add_typer(review_app, name="review")
+
+HomeOpt = typer.Option(Path(os.environ.get("MEDSYFT_HOME", ".medsyft")), "--home",
+                       help="Where sites keep their data, databases and secrets (env MEDSYFT_HOME).")
+SiteOpt = typer.Option(None, "--site", "-s", help="Hospital name (repeatable); default: all shipped hospitals.")
+
+
+def _specs(names: Optional[list[str]]):
+    from datasites import shipped_specs
+
+    specs = shipped_specs()
+    if not names:
+        return specs
+    known = {s.name: s for s in specs}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise typer.BadParameter(f"unknown site(s) {', '.join(unknown)}; known: {', '.join(known)}", param_hint="--site")
+    return [known[n] for n in names]
+
+
+def _one(name: str):
+    return _specs([name])[0]
+
+
+@app.command()
+def demo(
+    home: Path = HomeOpt,
+    patients: int = typer.Option(3000, help="Patients in the simulated population (split across hospitals)."),
+    seed: int = typer.Option(7, help="Seed for the data generator."),
+    servers: bool = typer.Option(False, "--servers", help="Run every hospital as its own HTTP server process."),
+):
+    """Stand up three hospitals and walk the request -> review -> approve / deny loop."""
+    from federation.demo import format_outcome, run_demo
+
+    if patients < 100:
+        raise typer.BadParameter("use at least 100 patients so every hospital has a cohort", param_hint="--patients")
+    outcome = run_demo(home, n_patients=patients, seed=seed, servers=servers, echo=typer.echo)
+    typer.echo(format_outcome(outcome))
+
+
+@data_app.command("generate")
+def data_generate(
+    home: Path = HomeOpt,
+    patients: int = typer.Option(3000, help="Patients in the whole population."),
+    seed: int = typer.Option(7, help="Generator seed (same seed, same bytes)."),
+    overwrite: bool = typer.Option(False, help="Replace existing site data."),
+):
+    """Generate the population, split it into the hospitals, write exports and mocks."""
+    from datasites import ensure_site_data
+    from datasites.data import private_dir
+    from synthetic_data import describe_hospitals, load_synthea
+
+    specs = _specs(None)
+    wrote = ensure_site_data(specs, home, n_patients=patients, seed=seed, overwrite=overwrite)
+    typer.echo("written" if wrote else "already present (use --overwrite to regenerate)")
+    table = describe_hospitals({s.name: load_synthea(private_dir(home, s.name)) for s in specs})
+    typer.echo(table.to_string())
+
+
+@sites_app.command("up")
+def sites_up(home: Path = HomeOpt, site: Optional[list[str]] = SiteOpt,
+             patients: int = typer.Option(3000, help="Population size if data must be generated first."),
+             seed: int = typer.Option(7)):
+    """Start each hospital as its own HTTP server process on 127.0.0.1 (idempotent)."""
+    from datasites import ensure_site_data, start_site
+
+    specs = _specs(site)
+    ensure_site_data(_specs(None), home, n_patients=patients, seed=seed)
+    for spec in specs:
+        handle = start_site(spec, home, mode="http")
+        typer.echo(f"{spec.name:<16} running at {handle.url}  (data in {handle.site_dir})")
+
+
+@sites_app.command("down")
+def sites_down(home: Path = HomeOpt, site: Optional[list[str]] = SiteOpt):
+    """Stop the hospitals' server processes (their data stays)."""
+    from datasites import stop_site
+
+    for spec in _specs(site):
+        typer.echo(f"{spec.name:<16} {'stopped' if stop_site(spec, home) else 'was not running'}")
+
+
+@sites_app.command("status")
+def sites_status(home: Path = HomeOpt, site: Optional[list[str]] = SiteOpt):
+    """Show whether each hospital is running, and where."""
+    from datasites import site_status
+
+    for spec in _specs(site):
+        s = site_status(spec, home)
+        where = f"http://127.0.0.1:{s['port']} (pid {s['pid']})" if s["port"] else "-"
+        typer.echo(f"{spec.name:<16} {spec.region}/{spec.jurisdiction:<6} {s['state']:<8} {where}")
+
+
+def _officer(name: str, home: Path):
+    from datasites import connect
+
+    spec = _one(name)
+    try:
+        return connect(spec, home).officer()
+    except RuntimeError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--site")
+
+
+@review_app.command("list")
+def review_list(site: str = typer.Option(..., "--site", "-s", help="Hospital name."), home: Path = HomeOpt,
+                all_: bool = typer.Option(False, "--all", help="Include approved and denied requests.")):
+    """List requests waiting for review (or all of them)."""
+    from syft_policies import list_requests
+
+    infos = list_requests(_officer(site, home), status=None if all_ else "pending")
+    if not infos:
+        typer.echo("no requests" if all_ else "no pending requests")
+    for info in infos:
+        typer.echo(info.summary() + (f"  reason: {info.reason}" if info.reason else ""))
+
+
+@review_app.command("show")
+def review_show(request_id: str, site: str = typer.Option(..., "--site", "-s"), home: Path = HomeOpt):
+    """Show one request and its code."""
+    from syft_policies import get_request
+
+    info = get_request(_officer(site, home), request_id)
+    typer.echo(f"request {info.id}\nfunction {info.function}\nresearcher {info.researcher} ({info.institution})\n"
+               f"submitted {info.submitted}\nstatus {info.status}" + (f"\nreason {info.reason}" if info.reason else ""))
+    typer.echo("\n" + info.code)
+
+
+@review_app.command("approve")
+def review_approve(request_id: str, site: str = typer.Option(..., "--site", "-s"), home: Path = HomeOpt):
+    """Approve a pending request."""
+    from syft_policies import ReviewError, approve_request
+
+    try:
+        info = approve_request(_officer(site, home), request_id)
+    except ReviewError as exc:
+        raise typer.BadParameter(str(exc), param_hint="REQUEST_ID")
+    typer.echo(f"approved {info.id[:8]} ({info.function})")
+
+
+@review_app.command("deny")
+def review_deny(request_id: str, site: str = typer.Option(..., "--site", "-s"),
+                reason: str = typer.Option(..., "--reason", "-r", help="Shown to the researcher."),
+                home: Path = HomeOpt):
+    """Deny a pending request, with a reason the researcher will see."""
+    from syft_policies import ReviewError, deny_request
+
+    try:
+        info = deny_request(_officer(site, home), request_id, reason=reason)
+    except ReviewError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--reason")
+    typer.echo(f"denied {info.id[:8]} ({info.function}): {info.reason}")
+
+
+if __name__ == "__main__":
+    app()
