@@ -121,6 +121,16 @@ def load_spec(path: str | Path) -> HospitalSpec:
     )
 
 
-def shipped_specs() -> list[HospitalSpec]:
-    """The three simulated hospitals that ship with medsyft, sorted by port."""
-    return sorted((load_spec(p) for p in SPEC_DIR.glob("*.toml")), key=lambda s: s.port)
+def shipped_specs(directory: str | Path | None = None) -> list[HospitalSpec]:
+    """Hospital specs in ``directory`` (default: ``$MEDSYFT_SPECS``, else the three that
+    ship with medsyft), sorted by port."""
+    import os
+
+    directory = Path(directory or os.environ.get("MEDSYFT_SPECS") or SPEC_DIR)
+    specs = sorted((load_spec(p) for p in directory.glob("*.toml")), key=lambda s: s.port)
+    if not specs:
+        raise SpecError(f"{directory}: no hospital spec (*.toml) found")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names) or len({s.port for s in specs}) != len(specs):
+        raise SpecError(f"{directory}: site names and ports must be unique")
+    return specs

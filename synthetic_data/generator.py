@@ -97,8 +97,13 @@ def generate_population(
     risk_shift: float = 0.0,
     start_date: str = "2024-01-01",
     days: int = 365,
+    mock: bool = False,
 ) -> SyntheaExport:
-    """Generate ``n_patients`` ICU patients. Same arguments, same frames (and CSV bytes)."""
+    """Generate ``n_patients`` ICU patients. Same arguments, same frames (and CSV bytes).
+
+    ``mock=True`` marks identifiers as mock (SSN area 000, ``M``-prefixed licence and
+    passport numbers), so a mock identifier can never equal a private one.
+    """
     if n_patients < 1:
         raise ValueError(f"n_patients must be at least 1, got {n_patients}")
     rng = np.random.default_rng(seed)
@@ -191,9 +196,9 @@ def generate_population(
         "Id": pid,
         "BIRTHDATE": _day(birth),
         "DEATHDATE": np.where(died, _day(discharge), ""),
-        "SSN": [f"999-{x:02d}-{y:04d}" for x, y in zip(rng.integers(10, 99, n), rng.integers(1000, 9999, n))],
-        "DRIVERS": [f"S999{x:05d}" for x in rng.integers(10000, 99999, n)],
-        "PASSPORT": [f"X{x:08d}X" for x in rng.integers(10**7, 10**8 - 1, n)],
+        "SSN": [f"{'000' if mock else '999'}-{x:02d}-{y:04d}" for x, y in zip(rng.integers(10, 99, n), rng.integers(1000, 9999, n))],
+        "DRIVERS": [f"{'M' if mock else 'S'}999{x:05d}" for x in rng.integers(10000, 99999, n)],
+        "PASSPORT": [f"{'M' if mock else 'X'}{x:08d}X" for x in rng.integers(10**7, 10**8 - 1, n)],
         "PREFIX": np.where(male, "Mr.", "Ms."),
         "FIRST": [f"{f}{d}" for f, d in zip(first, digits[:, 0])],
         "MIDDLE": "",

@@ -75,6 +75,8 @@ def _read_table(directory: Path, table: str, allow_pre_v3: bool, problems: list[
         problems.append(f"{table}.csv lacks {', '.join(legacy)}: this looks like an export from Synthea "
                         "before v3; re-export with Synthea v3, or load with allow_pre_v3=True to fill them blank")
         missing = [c for c in missing if c not in legacy]
+        if not missing:
+            return None
     if missing:
         problems.append(f"{table}.csv is missing column(s) {', '.join(missing)} "
                         f"(Synthea v3 columns: {', '.join(expected)})")

@@ -121,7 +121,7 @@ def make_mock(profile: HospitalProfile, n_patients: int = 150, *, seed: int = 0)
     generator's defaults, so a mock does not leak the hospital's own statistics.
     """
     mseed = _seed_for("mock", seed, profile.name)
-    pop = generate_population(n_patients, seed=mseed, location=profile.location)
+    pop = generate_population(n_patients, seed=mseed, location=profile.location, mock=True)
     return apply_habits(pop, profile, np.random.default_rng(mseed + 1))
 
 

@@ -1,0 +1,36 @@
+"""Shared fixtures: a small generated network on disk, started as real Syft datasites."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("MEDSYFT_HOME", "/nonexistent-use-tmp")
+
+
+@pytest.fixture(scope="session")
+def specs():
+    from datasites import shipped_specs
+
+    return shipped_specs()
+
+
+@pytest.fixture(scope="session")
+def network_home(tmp_path_factory, specs):
+    """Site data for the three shipped hospitals (small population)."""
+    from datasites import ensure_site_data
+
+    home = tmp_path_factory.mktemp("medsyft-home")
+    ensure_site_data(specs, home, n_patients=600, seed=11)
+    return home
+
+
+@pytest.fixture(scope="session")
+def site(network_home, specs):
+    """One in-process hospital datasite (the first shipped spec)."""
+    from datasites import start_site
+
+    handle = start_site(specs[0], network_home)
+    yield handle
+    handle.stop()

@@ -1,0 +1,100 @@
+"""HTTP mode across processes, driven through the `medsyft` CLI, and a restart."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import syft as sy
+
+from datasites import connect, load_spec, site_status
+from datasites.quiet import quiet
+from datasites.spec import SPEC_DIR
+from federation import fetch_result, request_status, submit_request
+
+MEDSYFT = [sys.executable, "-m", "federation.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli(*args, env):
+    proc = subprocess.run([*MEDSYFT, *args], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0, f"medsyft {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+@pytest.fixture()
+def http_site(tmp_path, network_home):
+    specs_dir = tmp_path / "specs"
+    specs_dir.mkdir()
+    text = (SPEC_DIR / "boston-general.toml").read_text().replace("port = 8103", f"port = {_free_port()}")
+    (specs_dir / "boston-general.toml").write_text(text)
+    spec = load_spec(specs_dir / "boston-general.toml")
+    home = tmp_path / "home"
+    shutil.copytree(network_home / spec.name / "data", home / spec.name / "data")
+    env = {**os.environ, "MEDSYFT_SPECS": str(specs_dir), "MEDSYFT_HOME": str(home)}
+    yield spec, home, env
+    subprocess.run([*MEDSYFT, "sites", "down"], env=env, capture_output=True, timeout=120)
+
+
+def test_http_sites_review_cli_and_restart(http_site):
+    spec, home, env = http_site
+    out = _cli("sites", "up", env=env)
+    assert f"{spec.name}" in out and f"http://127.0.0.1:{spec.port}" in out
+    status = site_status(spec, home)
+    assert status["state"] == "running" and status["pid"] != os.getpid()
+    assert "running" in _cli("sites", "status", env=env)
+
+    site = connect(spec, home)
+    ds = site.researcher()
+    assets = {a.name: a for a in ds.datasets[spec.dataset_name].assets}
+    with quiet():
+        @sy.syft_function_single_use(patients=assets["patients"], encounters=assets["encounters"],
+                                     conditions=assets["conditions"])
+        def http_summary(patients, encounters, conditions):
+            from datasites.jobs import cohort_summary
+            return cohort_summary(patients, encounters, conditions, min_cell=10)
+
+        @sy.syft_function_single_use(patients=assets["patients"])
+        def http_rows(patients):
+            return patients.iloc[:3]
+    ok_id = submit_request(ds, http_summary)
+    bad_id = submit_request(ds, http_rows)
+
+    listing = _cli("review", "list", "--site", spec.name, env=env)
+    assert "http_summary" in listing and "http_rows" in listing and "pending" in listing
+    shown = _cli("review", "show", ok_id[:10], "--site", spec.name, env=env)
+    assert "cohort_summary" in shown and spec.researchers[0].email in shown
+    assert "approved" in _cli("review", "approve", ok_id, "--site", spec.name, env=env)
+    _cli("review", "deny", bad_id[:8], "--site", spec.name, "--reason", "row-level output", env=env)
+
+    result = fetch_result(ds, "http_summary", patients=assets["patients"], encounters=assets["encounters"],
+                          conditions=assets["conditions"])
+    assert result["icu_patients"] >= 10 and 0 < result["sepsis_prevalence"] < 1
+    assert request_status(ds, "http_rows").reason == "row-level output"
+    assert "pending" not in _cli("review", "list", "--site", spec.name, env=env).replace("no pending", "")
+
+    assert "stopped" in _cli("sites", "down", env=env)
+    assert site_status(spec, home)["state"] == "stopped"
+    _cli("sites", "up", env=env)  # a fresh process on the same directory
+    ds = connect(spec, home).researcher()
+    assert [d.name for d in ds.datasets] == [spec.dataset_name]
+    assert request_status(ds, "http_rows").status == "denied"
+    assert "http_summary" in _cli("review", "list", "--all", "--site", spec.name, env=env)
+
+
+def test_cli_rejects_unknown_site(http_site):
+    _, _, env = http_site
+    proc = subprocess.run([*MEDSYFT, "review", "list", "--site", "nowhere"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0 and "unknown site" in proc.stderr
