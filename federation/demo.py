@@ -44,10 +44,29 @@ def _rows_function(assets):
     return first_patients
 
 
+def _fresh_datasites(specs, home: Path) -> None:
+    """The demo starts from empty datasites each run (generated data is kept), so it can be
+    re-run; its sites live in ``<home>/demo``, apart from those of ``medsyft sites up``."""
+    import shutil
+
+    from datasites import stop_site
+
+    for spec in specs:
+        stop_site(spec, home)
+        for name in ("db", "blob", "site.json", "signing_key", "secrets.json"):
+            path = home / spec.name / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+
 def run_demo(home: Path, *, n_patients: int, seed: int, servers: bool = False, echo=print) -> dict:
     """Run the approval loop on three hospitals; returns what it printed, as data."""
     t0 = time.monotonic()
     specs = shipped_specs()
+    home = Path(home) / "demo"
+    _fresh_datasites(specs, home)
     echo(f"[1/5] data owners: Synthea-format data for {len(specs)} hospitals ({n_patients} patients, seed {seed})")
     ensure_site_data(specs, home, n_patients=n_patients, seed=seed)
     mode = "http" if servers else "inprocess"

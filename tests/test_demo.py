@@ -13,3 +13,5 @@ def test_demo_walks_the_approval_loop(tmp_path):
     assert denied["status"] == "denied" and denied["reason"] == DENIAL_REASON
     text = format_outcome(outcome)
     assert "Denied request" in text and DENIAL_REASON in text
+    again = run_demo(tmp_path, n_patients=600, seed=3, echo=lambda *_: None)  # re-runnable on the same home
+    assert again["approved"] == outcome["approved"]
