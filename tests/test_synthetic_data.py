@@ -75,10 +75,9 @@ def test_thousands_of_patients_in_seconds():
 
 
 def test_model_can_learn_sepsis_but_not_perfectly():
-    ex = generate_population(2500, seed=3)
-    with pd.option_context("mode.chained_assignment", None):
-        pass
     import tempfile
+
+    ex = generate_population(2500, seed=3)
 
     with tempfile.TemporaryDirectory() as d:
         ex.write(d)
