@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from datasites.quiet import quiet
+from syft_policies.review import status_name
 
 __all__ = ["RequestStatus", "submit_request", "request_status", "fetch_result", "NotApproved"]
 
@@ -27,9 +28,6 @@ class RequestStatus:
     reason: str = ""
 
 
-_STATUS = {"PENDING": "pending", "APPROVED": "approved", "REJECTED": "denied"}
-
-
 def submit_request(client, syft_function) -> str:
     """Ask a site to run ``syft_function`` (made with ``sy.syft_function...``); returns the request id."""
     with quiet():
@@ -47,7 +45,7 @@ def request_status(client, function: str) -> RequestStatus:
     if not mine:
         raise LookupError(f"no request for {function!r} at {site}; submit it first")
     latest = max(mine, key=lambda r: str(r.request_time))
-    status = _STATUS.get(latest.status.name, latest.status.name.lower())
+    status = status_name(latest)
     return RequestStatus(site, function, status, (latest.deny_reason or "") if status == "denied" else "")
 
 

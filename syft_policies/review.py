@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-__all__ = ["RequestInfo", "list_requests", "get_request", "approve_request", "deny_request", "ReviewError"]
+__all__ = ["status_name", "RequestInfo", "list_requests", "get_request", "approve_request", "deny_request", "ReviewError"]
 
 
 class ReviewError(ValueError):
@@ -34,9 +34,14 @@ class RequestInfo:
 _STATUS = {"PENDING": "pending", "APPROVED": "approved", "REJECTED": "denied"}
 
 
+def status_name(request) -> str:
+    """A Syft request's status in our words: pending / approved / denied."""
+    return _STATUS.get(request.status.name, request.status.name.lower())
+
+
 def _info(request) -> RequestInfo:
     code = request.code
-    status = _STATUS.get(request.status.name, request.status.name.lower())
+    status = status_name(request)
     return RequestInfo(
         id=str(request.id.no_dash),
         function=code.service_func_name,
