@@ -6,12 +6,16 @@ from pathlib import Path
 
 from synthetic_data import TABLES_DESCRIPTION, load_synthea
 
+from .cohort_asset import COHORT_ASSET, SPLIT_SEED, cohort_frame
 from .credentials import site_passwords
 from .data import mock_dir, private_dir
 from .quiet import quiet
 from .spec import HospitalSpec
 
 __all__ = ["provision"]
+
+COHORT_DESCRIPTION = ("Analysis-ready ICU sepsis cohort, one row per patient: fixed train/test split, "
+                      "label, 41 tabular features, 12 hourly values of 8 vitals and labs. No identifiers.")
 
 
 def _register(admin, account, password: str, role=None) -> None:
@@ -55,6 +59,10 @@ def provision(server, spec: HospitalSpec, site_dir: Path) -> None:
     mock = load_synthea(mock_dir(home, spec.name))
     assets = [sy.Asset(name=table, description=TABLES_DESCRIPTION[table], data=private[table],
                        mock=mock[table], mock_is_real=False) for table in private.tables]
+    assets.append(sy.Asset(
+        name=COHORT_ASSET, description=COHORT_DESCRIPTION, mock_is_real=False,
+        data=cohort_frame(private, site_uid=server.id.no_dash, seed=SPLIT_SEED),
+        mock=cohort_frame(mock, site_uid="mock", seed=SPLIT_SEED)))
     dataset = sy.Dataset(name=spec.dataset_name, description=spec.dataset_description, asset_list=assets)
     with quiet():
         result = admin.upload_dataset(dataset)

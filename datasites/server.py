@@ -34,6 +34,28 @@ def _silence_syft() -> None:
             logging.getLogger(name).setLevel(logging.CRITICAL + 10)
 
 
+def _skip_walking_bytes() -> None:
+    """Syft 0.9.5 walks every service result element by element to attach attributes to
+    Syft objects inside it, including ``bytes`` (each blob read: a Python-level loop over
+    every byte of a serialised asset, seconds per job call). Bytes and strings cannot hold
+    Syft objects, so skipping them changes nothing but the time."""
+    import syft.service.service as service
+    import syft.types.syft_object as syft_object
+
+    walk = syft_object.attach_attribute_to_syft_object
+    if getattr(walk, "_medsyft", False):
+        return
+
+    def attach(result, attr_dict):
+        if isinstance(result, (bytes, bytearray, memoryview, str)):
+            return None
+        return walk(result, attr_dict)
+
+    attach._medsyft = True
+    syft_object.attach_attribute_to_syft_object = attach
+    service.attach_attribute_to_syft_object = attach
+
+
 def open_datasite(spec: HospitalSpec, site_dir: Path):
     """Construct the Syft ``Datasite`` for this spec, persisted in ``site_dir``."""
     import syft  # noqa: F401  (registers serialisers)
@@ -44,6 +66,7 @@ def open_datasite(spec: HospitalSpec, site_dir: Path):
     from syft.types.uid import UID
 
     _silence_syft()
+    _skip_walking_bytes()
     site_dir.mkdir(parents=True, exist_ok=True)
     ident = site_dir / "site.json"
     key_file = site_dir / "signing_key"
@@ -58,7 +81,10 @@ def open_datasite(spec: HospitalSpec, site_dir: Path):
     for sub in ("db", "blob"):
         (site_dir / sub).mkdir(exist_ok=True)
     passwords = site_passwords(spec, site_dir)
+    from .jobstate import register_site
     from .quiet import quiet
+
+    register_site(uid.no_dash, site_dir)  # vetted jobs in this process find the site's job state
 
     with quiet():
         return Datasite(

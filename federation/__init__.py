@@ -1,6 +1,12 @@
-"""The researcher's side: submitting requests to hospitals, collecting results, the CLI."""
+"""The researcher's side: study plans, federated rounds and strategies, requests, the CLI."""
 
-from .metrics import auroc
+from .plan import PlanError, StudyPlan
 from .requests import NotApproved, RequestStatus, fetch_result, request_status, submit_request
+from .strategy import FedAvg, FedBN, FedProx, Strategy
+from .study import RoundRefused, Study, StudyResult, StudyStopped
 
-__all__ = ["submit_request", "request_status", "fetch_result", "NotApproved", "RequestStatus", "auroc"]
+__all__ = [
+    "StudyPlan", "PlanError", "Study", "StudyResult", "StudyStopped", "RoundRefused",
+    "Strategy", "FedAvg", "FedProx", "FedBN",
+    "submit_request", "request_status", "fetch_result", "NotApproved", "RequestStatus",
+]

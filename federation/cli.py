@@ -47,17 +47,21 @@ def _one(name: str):
 @app.command()
 def demo(
     home: Path = HomeOpt,
-    patients: int = typer.Option(3000, help="Patients in the simulated population (split across hospitals)."),
-    seed: int = typer.Option(7, help="Seed for the data generator."),
+    patients: int = typer.Option(4000, help="Patients in the simulated population (split across hospitals)."),
+    seed: int = typer.Option(7, help="Seed for the data generator and the study."),
+    rounds: int = typer.Option(8, min=1, help="Federated rounds."),
     servers: bool = typer.Option(False, "--servers", help="Run every hospital as its own HTTP server process."),
+    results: Path = typer.Option(Path("results"), help="Where summary.json and the plots go."),
 ):
-    """Stand up three hospitals and walk the request -> review -> approve / deny loop."""
-    from federation.demo import format_outcome, run_demo
+    """Federated DP-SGD study of sepsis across three hospitals, with pooled and local baselines."""
+    from federation.demo import format_summary, run_demo
 
-    if patients < 100:
-        raise typer.BadParameter("use at least 100 patients so every hospital has a cohort", param_hint="--patients")
-    outcome = run_demo(home, n_patients=patients, seed=seed, servers=servers, echo=typer.echo)
-    typer.echo(format_outcome(outcome))
+    if patients < 600:
+        raise typer.BadParameter("use at least 600 patients so every hospital has a cohort to train on",
+                                 param_hint="--patients")
+    summary = run_demo(home, n_patients=patients, seed=seed, servers=servers, rounds=rounds, results=results,
+                       echo=typer.echo)
+    typer.echo(format_summary(summary))
 
 
 @data_app.command("generate")

@@ -1,140 +1,194 @@
-"""The walking-skeleton demo: three hospitals, one approved and one denied request.
+"""The demo: a federated DP study of sepsis across three simulated hospitals.
 
-Every step goes through real Syft datasites: the data owner provisions each hospital,
-the researcher explores mocks and submits code, each hospital's compliance officer
-approves or denies, and the researcher gets a result only where it was approved.
+Everything goes through real Syft datasites: data owners provision each hospital,
+the researcher submits one study (a train and an evaluate request per hospital) plus,
+to show the other side of review, a request that would return patient rows; each
+hospital's compliance officer approves the study and denies the rows; the rounds run
+DP-SGD at the hospitals; the reference models (pooled, pooled DP, local) are trained in
+the same run; ``results/`` gets ``summary.json`` and the plots.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
 
-import syft as sy
+import numpy as np
 
+from datasites import ensure_site_data, shipped_specs, start_site, stop_site
 from datasites.quiet import quiet
-
-from datasites import ensure_site_data, shipped_specs, start_site
-from datasites.data import private_dir
-from federation.requests import NotApproved, fetch_result, request_status, submit_request
-from synthetic_data import describe_hospitals, load_synthea
+from federation.baselines import pooled_cohorts, run_baselines
+from federation.plan import StudyPlan
+from federation.plots import plot_roc, plot_rounds, plot_sites
+from federation.requests import request_status, submit_request
+from federation.study import Study
 from syft_policies import approve_request, deny_request, list_requests
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "format_summary", "DENIAL_REASON", "DEFAULT_PATIENTS"]
 
+DEFAULT_PATIENTS = 4000
 DENIAL_REASON = ("returns row-level patient data (patients.head); only aggregated, "
                  "small-cell-suppressed outputs may leave this hospital")
+VETTED_CALLS = ("from datasites.training import dp_train", "from datasites.evaluation import evaluate")
+EPSILON_CEILING = 8.0  # what the demo's compliance officers accept per study
 
 
-def _summary_function(assets):
-    @sy.syft_function_single_use(patients=assets["patients"], encounters=assets["encounters"],
-                                 conditions=assets["conditions"])
-    def sepsis_summary(patients, encounters, conditions):
-        from datasites.jobs import cohort_summary
-        return cohort_summary(patients, encounters, conditions, min_cell=10)
+def _fresh_datasites(specs, home: Path) -> None:
+    """The demo starts from empty datasites each run (generated data is kept)."""
+    for spec in specs:
+        stop_site(spec, home)
+        for name in ("db", "blob", "jobs", "site.json", "signing_key", "secrets.json"):
+            path = home / spec.name / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+    shutil.rmtree(home / "studies", ignore_errors=True)
 
-    return sepsis_summary
 
+def _rows_request(ds, dataset: str):
+    import syft as sy
 
-def _rows_function(assets):
-    @sy.syft_function_single_use(patients=assets["patients"])
+    patients = ds.datasets[dataset].assets["patients"]
+
+    @sy.syft_function_single_use(patients=patients)
     def first_patients(patients):
         return patients.head(20)
 
     return first_patients
 
 
-def _fresh_datasites(specs, home: Path) -> None:
-    """The demo starts from empty datasites each run (generated data is kept), so it can be
-    re-run; its sites live in ``<home>/demo``, apart from those of ``medsyft sites up``."""
-    import shutil
-
-    from datasites import stop_site
-
-    for spec in specs:
-        stop_site(spec, home)
-        for name in ("db", "blob", "site.json", "signing_key", "secrets.json"):
-            path = home / spec.name / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
+def _officer_reviews(site, echo) -> None:
+    """A scripted compliance officer: approves code that only calls the vetted jobs, denies the rest.
+    (The automatic review report replaces this rule in ``syft_policies``.)"""
+    officer = site.officer()
+    for req in list_requests(officer, status="pending"):
+        body = [line.strip() for line in req.code.strip().splitlines()[1:] if line.strip()]
+        vetted = len(body) == 2 and body[0] in VETTED_CALLS and body[1].startswith("return ")
+        if vetted:
+            approve_request(officer, req.id)
+        else:
+            deny_request(officer, req.id, reason=DENIAL_REASON)
+        echo(f"  {site.spec.name:<16} {'approved' if vetted else 'DENIED  '} {req.function}")
 
 
-def run_demo(home: Path, *, n_patients: int, seed: int, servers: bool = False, echo=print) -> dict:
-    """Run the approval loop on three hospitals; returns what it printed, as data."""
+def _site_profile(frame) -> dict:
+    ages = frame["age"].to_numpy()
+    bins = list(range(20, 101, 10))
+    counts = np.histogram(np.clip(ages, 20, 99.9), bins=bins)[0]
+    return {"n": int(len(frame)), "prevalence": round(float(frame["label"].mean()), 4),
+            "mean_age": round(float(ages.mean()), 1), "age_bins": bins,
+            "age_counts": [int(c) if c >= 10 else None for c in counts]}
+
+
+def run_demo(home: Path, *, n_patients: int = DEFAULT_PATIENTS, seed: int = 7, servers: bool = False,
+             rounds: int = 8, results: Path = Path("results"), echo=print, progress: bool = True) -> dict:
+    """Run the study and its baselines; write ``results/``; return the summary."""
     t0 = time.monotonic()
     specs = shipped_specs()
     home = Path(home) / "demo"
     _fresh_datasites(specs, home)
-    echo(f"[1/5] data owners: Synthea-format data for {len(specs)} hospitals ({n_patients} patients, seed {seed})")
+    echo(f"[1/6] data owners: Synthea-format data for {len(specs)} hospitals ({n_patients} patients, seed {seed})")
     ensure_site_data(specs, home, n_patients=n_patients, seed=seed)
     mode = "http" if servers else "inprocess"
-    echo(f"[2/5] starting {len(specs)} datasites ({'HTTP servers on loopback' if servers else 'in-process'})")
-    sites = [start_site(s, home, mode=mode) for s in specs]
+    echo(f"      {time.monotonic() - t0:.0f}s")
+    echo(f"[2/6] starting {len(specs)} datasites ({'HTTP servers on loopback' if servers else 'in-process'})")
+    sites = {s.name: start_site(s, home, mode=mode) for s in specs}
     try:
-        hospitals = describe_hospitals({s.name: load_synthea(private_dir(home, s.name)) for s in specs})
-        echo("[3/5] researcher: explores mocks and submits a request to every hospital")
-        outcome = {"hospitals": {}, "approved": {}, "denied": {}}
-        for site in sites:
-            ds = site.researcher()
-            dataset = ds.datasets[site.spec.dataset_name]
-            assets = {a.name: a for a in dataset.assets}
-            outcome["hospitals"][site.spec.name] = {
-                "region": site.spec.region, "jurisdiction": site.spec.jurisdiction,
-                "patients": int(hospitals.loc[site.spec.name, "patients"]),
-                "sepsis_prevalence": float(hospitals.loc[site.spec.name, "sepsis_prevalence"]),
-                "assets": sorted(assets), "mock_patients": len(assets["patients"].mock),
-            }
-            with quiet():
-                summary, rows = _summary_function(assets), _rows_function(assets)
-            submit_request(ds, summary)
-            if site is sites[1]:
-                submit_request(ds, rows)
-
-        echo("[4/5] compliance officers: review the queue, approve aggregates, deny row-level output")
-        for site in sites:
-            officer = site.officer()
-            for req in list_requests(officer, status="pending"):
-                if "cohort_summary" in req.code and ".head(" not in req.code:
-                    approve_request(officer, req.id)
-                else:
-                    deny_request(officer, req.id, reason=DENIAL_REASON)
-
-        echo("[5/5] researcher: collects results")
-        for site in sites:
-            ds = site.researcher()
-            assets = {a.name: a for a in ds.datasets[site.spec.dataset_name].assets}
-            result = fetch_result(ds, "sepsis_summary", patients=assets["patients"],
-                                  encounters=assets["encounters"], conditions=assets["conditions"])
-            outcome["approved"][site.spec.name] = {"function": "sepsis_summary", "result": result}
-            if site is sites[1]:
-                try:
-                    fetch_result(ds, "first_patients", patients=assets["patients"])
-                except NotApproved as exc:
-                    status = request_status(ds, "first_patients")
-                    outcome["denied"][site.spec.name] = {"function": "first_patients", "status": status.status,
-                                                         "reason": status.reason, "error": str(exc)}
+        plan = StudyPlan(study="sepsis-lstm", sites=list(sites), model="lstm", strategy="fedavg", rounds=rounds,
+                         epsilon=6.0, delta=1e-5, seed=seed)
+        echo(f"[3/6] researcher: submits study {plan.study} ({plan.model}, {plan.strategy}, {plan.rounds} rounds, "
+             f"epsilon={plan.epsilon} at delta={plan.delta}, noise_multiplier={plan.noise_multiplier:.3f}) "
+             "and one row-level request")
+        clients = {name: site.researcher() for name, site in sites.items()}
+        study = Study(plan, clients, directory=home / "studies" / plan.study, echo=echo, progress=progress)
+        study.submit()
+        rogue_site = specs[1].name
+        with quiet():
+            submit_request(clients[rogue_site], _rows_request(clients[rogue_site], plan.dataset))
+        echo(f"      {time.monotonic() - t0:.0f}s")
+        echo("[4/6] compliance officers: review the queues")
+        for site in sites.values():
+            _officer_reviews(site, echo)
+        denied = request_status(clients[rogue_site], "first_patients")
+        echo(f"      {time.monotonic() - t0:.0f}s")
+        echo(f"[5/6] federated rounds at the hospitals (DP-SGD with Opacus)")
+        t_study = time.monotonic()
+        result = study.run()
+        study_seconds = time.monotonic() - t_study
+        echo("[6/6] reference models with the data pooled (simulation only)")
+        frames = pooled_cohorts(sites.values())
+        t_base = time.monotonic()
+        base = run_baselines(frames, plan, echo=echo)
+        baseline_seconds = time.monotonic() - t_base
     finally:
-        for site in sites:
+        for site in sites.values():
             site.stop()
-    outcome["wall_seconds"] = round(time.monotonic() - t0, 1)
-    outcome["mode"] = mode
-    return outcome
+
+    wall = time.monotonic() - t0
+    fed_fpr, fed_tpr = result.roc()
+    summary = {
+        "auroc": {"federated_dp": result.auroc, "pooled": base["pooled"]["auroc"],
+                  "pooled_dp": base["pooled_dp"]["auroc"], "local_mean": base["local_dp_mean"],
+                  "local_nonprivate_mean": base["local_mean"],
+                  "local": {s: r["auroc"] for s, r in base["local_dp"].items()},
+                  "local_nonprivate": {s: r["auroc"] for s, r in base["local"].items()},
+                  "federated_dp_per_site": {s: e.get("auroc") for s, e in result.evaluations.items()}},
+        "epsilon": {"per_site": result.epsilon, "delta": plan.delta, "target": plan.epsilon,
+                    "pooled_dp": base["pooled_dp"]["epsilon"]},
+        "rounds": len(result.history), "wall_seconds": round(wall, 1),
+        "study_seconds": round(study_seconds, 1), "baseline_seconds": round(baseline_seconds, 1),
+        "mode": mode, "patients": n_patients, "seed": seed, "plan": plan.to_dict(),
+        "hospitals": {name: _site_profile(f) for name, f in frames.items()},
+        "denied": {rogue_site: {"function": "first_patients", "status": denied.status, "reason": denied.reason}},
+        "history": result.history,
+    }
+    a, e = summary["auroc"], summary["epsilon"]["per_site"]
+    summary["checks"] = {
+        "federated_within_0.05_of_pooled": a["pooled"] - a["federated_dp"] <= 0.05,
+        "federated_above_local_mean": a["federated_dp"] > a["local_mean"],
+        "epsilon_at_most_8": all(v <= EPSILON_CEILING for v in e.values()),
+    }
+    results = Path(results)
+    results.mkdir(parents=True, exist_ok=True)
+    curves = {"federated DP": (fed_fpr, fed_tpr, a["federated_dp"])}
+    for key, label in (("pooled", "pooled"), ("pooled_dp", "pooled DP")):
+        curves[label] = (base[key]["roc"]["fpr"], base[key]["roc"]["tpr"], base[key]["auroc"])
+    best = max(base["local_dp"], key=lambda s: base["local_dp"][s]["auroc"])
+    curves[f"local only DP ({best})"] = (base["local_dp"][best]["roc"]["fpr"], base["local_dp"][best]["roc"]["tpr"],
+                                         base["local_dp"][best]["auroc"])
+    summary["plots"] = [str(p) for p in (
+        plot_roc(curves, results / "roc_curves.png"),
+        plot_rounds(result.history, {"pooled": a["pooled"], "pooled DP": a["pooled_dp"], "local DP mean": a["local_mean"],
+                                     "local mean (no privacy)": a["local_nonprivate_mean"]},
+                    results / "auroc_per_round.png"),
+        plot_sites(summary["hospitals"], results / "site_distributions.png"))]
+    (results / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    return summary
 
 
-def format_outcome(outcome: dict) -> str:
-    lines = ["", "Hospitals", f"  {'site':<16}{'region':<8}{'law':<7}{'patients':>9}{'sepsis':>8}  assets (private + mock)"]
-    for name, h in outcome["hospitals"].items():
-        lines.append(f"  {name:<16}{h['region']:<8}{h['jurisdiction']:<7}{h['patients']:>9}"
-                     f"{h['sepsis_prevalence']:>8.1%}  {', '.join(h['assets'])}")
-    lines += ["", "Approved request: sepsis_summary (calls the vetted job datasites.jobs.cohort_summary)"]
-    for name, a in outcome["approved"].items():
-        r = a["result"]
-        lines.append(f"  {name:<16} icu_patients={r['icu_patients']}  sepsis_cases={r['sepsis_cases']}  "
-                     f"prevalence={r['sepsis_prevalence']}  mean_age={r['mean_age']}")
-    lines += ["", "Denied request: first_patients (returns patients.head(20))"]
-    for name, d in outcome["denied"].items():
-        lines.append(f"  {name:<16} status={d['status']}  reason: {d['reason']}")
-    lines += ["", f"Done in {outcome['wall_seconds']}s ({outcome['mode']})."]
+def format_summary(summary: dict) -> str:
+    a, eps = summary["auroc"], summary["epsilon"]
+    lines = ["", "Hospitals (non-IID)", f"  {'site':<16}{'patients':>9}{'sepsis':>8}{'mean age':>10}"]
+    for name, h in summary["hospitals"].items():
+        lines.append(f"  {name:<16}{h['n']:>9}{h['prevalence']:>8.1%}{h['mean_age']:>10.1f}")
+    lines += ["", "AUROC on all hospitals' test patients",
+              f"  {'federated DP-SGD (' + summary['plan']['strategy'] + ')':<30}{a['federated_dp']:.3f}",
+              f"  {'pooled, no privacy':<30}{a['pooled']:.3f}",
+              f"  {'pooled DP-SGD':<30}{a['pooled_dp']:.3f}  (epsilon {eps['pooled_dp']:.2f})",
+              f"  {'local only DP-SGD, mean':<30}{a['local_mean']:.3f}  "
+              f"({', '.join(f'{s} {v:.3f}' for s, v in a['local'].items())})",
+              f"  {'local only, no privacy, mean':<30}{a['local_nonprivate_mean']:.3f}  "
+              f"({', '.join(f'{s} {v:.3f}' for s, v in a['local_nonprivate'].items())})",
+              "", f"Privacy spent per site (delta = {eps['delta']:g}, target epsilon {eps['target']:g})"]
+    for site, value in eps["per_site"].items():
+        lines.append(f"  {site:<16} epsilon {value:.3f}")
+    for site, d in summary["denied"].items():
+        lines += ["", f"Denied at {site}: {d['function']} - {d['reason']}"]
+    checks = summary["checks"]
+    lines += ["", "Checks: " + ", ".join(f"{k} {'OK' if v else 'FAILED'}" for k, v in checks.items()),
+              f"{summary['rounds']} rounds; study {summary['study_seconds']}s, baselines {summary['baseline_seconds']}s, "
+              f"total {summary['wall_seconds']}s ({summary['mode']}). Plots: {', '.join(summary['plots'])}"]
     return "\n".join(lines)

@@ -23,7 +23,8 @@ def _assets(client, spec):
 def test_dataset_has_private_and_mock_assets(site):
     admin = site.admin()
     assets = _assets(admin, site.spec)
-    assert sorted(assets) == ["conditions", "encounters", "medications", "observations", "patients", "procedures"]
+    assert sorted(assets) == ["conditions", "encounters", "medications", "observations", "patients", "procedures",
+                              "sepsis_cohort"]
     private = load_synthea(private_dir(site.site_dir.parent, site.spec.name))
     assert len(assets["patients"].data) == private.n_patients  # the data owner sees private data
     assert len(assets["patients"].mock) == 150

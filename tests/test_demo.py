@@ -1,17 +1,27 @@
-"""The demo end to end (in-process): three hospitals, one approval and one denial each shown."""
+"""The demo end to end (in-process, small): study, denial, baselines, summary and plots."""
 
-from federation.demo import DENIAL_REASON, format_outcome, run_demo
+import json
+
+from federation.demo import DENIAL_REASON, format_summary, run_demo
 
 
-def test_demo_walks_the_approval_loop(tmp_path):
-    outcome = run_demo(tmp_path, n_patients=600, seed=3, echo=lambda *_: None)
-    assert len(outcome["hospitals"]) == 3
-    assert {h["region"] for h in outcome["hospitals"].values()} == {"EU", "US"}
-    for name, approved in outcome["approved"].items():
-        assert approved["result"]["icu_patients"] == outcome["hospitals"][name]["patients"]
-    (denied,) = outcome["denied"].values()
+def test_demo_runs_the_study_and_writes_results(tmp_path):
+    results = tmp_path / "results"
+    summary = run_demo(tmp_path, n_patients=600, seed=3, rounds=2, results=results, echo=lambda *_: None,
+                       progress=False)
+    on_disk = json.loads((results / "summary.json").read_text())
+    assert on_disk["rounds"] == 2 and on_disk["auroc"] == json.loads(json.dumps(summary["auroc"]))
+    for key in ("federated_dp", "pooled", "pooled_dp", "local_mean"):
+        assert 0.5 < on_disk["auroc"][key] <= 1.0, key
+    assert set(on_disk["epsilon"]["per_site"]) == {"amsterdam-umc", "lyon-chu", "boston-general"}
+    assert all(0 < e <= on_disk["epsilon"]["target"] for e in on_disk["epsilon"]["per_site"].values())
+    assert on_disk["epsilon"]["delta"] == 1e-5
+    for name in ("roc_curves.png", "auroc_per_round.png", "site_distributions.png"):
+        assert (results / name).read_bytes()[:4] == b"\x89PNG"
+    (denied,) = on_disk["denied"].values()
     assert denied["status"] == "denied" and denied["reason"] == DENIAL_REASON
-    text = format_outcome(outcome)
-    assert "Denied request" in text and DENIAL_REASON in text
-    again = run_demo(tmp_path, n_patients=600, seed=3, echo=lambda *_: None)  # re-runnable on the same home
-    assert again["approved"] == outcome["approved"]
+    assert "federated DP-SGD" in format_summary(summary)
+    again = run_demo(tmp_path, n_patients=600, seed=3, rounds=2, results=results, echo=lambda *_: None,
+                     progress=False)  # re-runnable on the same home: fresh sites, same data, same numbers
+    assert again["auroc"]["federated_dp"] == summary["auroc"]["federated_dp"]
+    assert again["epsilon"]["per_site"] == summary["epsilon"]["per_site"]

@@ -1,0 +1,158 @@
+"""medsyft benchmarks: ratios measured in one run on this machine.
+
+    .venv/bin/python benchmarks/run.py [--patients 2000] [--rounds 3]
+
+Prints
+  1. DP-SGD time / non-private time, per model (same data, epochs and batch size);
+  2. study wall time through Syft datasites / the same rounds calling the vetted jobs
+     directly (the orchestration overhead of Syft, in-process);
+  3. seconds per round against the number of sites (3, 6, 12; vetted jobs called
+     directly, so this is the researcher's sequential loop without Syft's overhead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _frames(home: Path, specs, n_patients: int) -> dict[str, pd.DataFrame]:
+    from datasites import ensure_site_data
+    from datasites.cohort_asset import cohort_frame
+    from datasites.data import private_dir
+    from datasites.jobstate import register_site
+    from synthetic_data import load_synthea
+
+    ensure_site_data(specs, home, n_patients=n_patients, seed=5)
+    frames = {}
+    for spec in specs:
+        uid = f"bench-{spec.name}"
+        register_site(uid, home / "direct" / spec.name)
+        frames[spec.name] = cohort_frame(load_synthea(private_dir(home, spec.name)), site_uid=uid)
+    return frames
+
+
+def dp_overhead(frames, epochs: int) -> dict[str, float]:
+    from datasites.cohort_asset import split_rows
+    from datasites.models import build_model, model_inputs
+    from datasites.training import fit
+
+    train = pd.concat([split_rows(f, "train") for f in frames.values()])
+    out = {}
+    for model in ("lstm", "mlp"):
+        x, y = model_inputs(train, model)
+        times = {}
+        for private in (False, True):
+            net = build_model(model)
+            extra = {"noise_multiplier": 1.0, "max_grad_norm": 1.0} if private else {}
+            t = time.perf_counter()
+            fit(net, x, y, epochs=epochs, sample_rate=0.05, lr=0.005, **extra)
+            times[private] = time.perf_counter() - t
+        out[model] = times[True] / times[False]
+        print(f"  {model:<5} DP-SGD {times[True]:6.2f}s  non-private {times[False]:6.2f}s  ratio {out[model]:5.2f}x")
+    return out
+
+
+def _direct_rounds(frames, plan, rounds: int) -> float:
+    from datasites.evaluation import evaluate
+    from datasites.models import build_model, get_weights
+    from datasites.training import dp_train
+
+    job, strategy = plan.job_plan(), plan.make_strategy()
+    weights = get_weights(build_model(plan.model, seed=plan.seed))
+    t = time.perf_counter()
+    for _ in range(rounds):
+        results = {n: dp_train(f, weights, job) for n, f in frames.items()}
+        weights = strategy.aggregate(weights, results)
+        for f in frames.values():
+            evaluate(f, weights, job)
+    return time.perf_counter() - t
+
+
+def syft_overhead(home: Path, specs, frames, rounds: int) -> float:
+    from datasites import start_site
+    from federation import Study, StudyPlan
+    from syft_policies import approve_request, list_requests
+
+    sites = {s.name: start_site(s, home) for s in specs}
+    try:
+        plan = StudyPlan(study="bench-syft", sites=list(sites), rounds=rounds, epsilon=6.0)
+        study = Study(plan, {n: s.researcher() for n, s in sites.items()}, directory=home / "study",
+                      echo=lambda *_: None, progress=False)
+        study.submit()
+        for site in sites.values():
+            officer = site.officer()
+            for req in list_requests(officer, status="pending"):
+                approve_request(officer, req.id)
+        study.wait_for_approvals()
+        t = time.perf_counter()
+        study.run()
+        through_syft = time.perf_counter() - t
+    finally:
+        for site in sites.values():
+            site.stop()
+    direct = _direct_rounds(frames, StudyPlan(study="bench-direct", sites=list(frames), rounds=rounds,
+                                              epsilon=6.0), rounds)
+    ratio = through_syft / direct
+    print(f"  {rounds} rounds x {len(frames)} sites: through Syft {through_syft:6.1f}s  direct {direct:6.1f}s  "
+          f"ratio {ratio:5.2f}x")
+    return ratio
+
+
+def scaling(frames, counts=(3, 6, 12)) -> dict[int, float]:
+    from datasites.jobstate import register_site
+    from federation import StudyPlan
+
+    base = list(frames.values())
+    out = {}
+    for k in counts:
+        sites = {}
+        for i in range(k):  # k hospitals, each a copy of one of the three cohorts
+            frame = base[i % len(base)].copy()
+            frame["site_uid"] = uid = f"bench-scale-{k}-{i}"
+            register_site(uid, Path(tempfile.mkdtemp(prefix="medsyft-bench-")))
+            sites[f"site-{i:02d}"] = frame
+        seconds = _direct_rounds(sites, StudyPlan(study=f"bench-scale-{k}", sites=list(sites), rounds=1,
+                                                  epsilon=6.0), 1)
+        out[k] = seconds
+        print(f"  {k:>2} sites: {seconds:6.2f}s per round  ({seconds / k:5.2f}s per site)")
+    print(f"  ratio 12 sites / 3 sites: {out[counts[-1]] / out[counts[0]]:.2f}x")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--patients", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from datasites import shipped_specs
+
+    home = Path(tempfile.mkdtemp(prefix="medsyft-bench-"))
+    try:
+        specs = shipped_specs()
+        frames = _frames(home, specs, args.patients)
+        print(f"medsyft benchmarks ({args.patients} patients, {sum(len(f) for f in frames.values())} ICU stays)")
+        print("1. DP-SGD / non-private training time")
+        dp_overhead(frames, args.epochs)
+        print("2. study through Syft datasites / vetted jobs called directly")
+        syft_overhead(home, specs, frames, args.rounds)
+        print("3. seconds per round vs number of sites (direct)")
+        scaling(frames)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

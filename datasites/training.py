@@ -1,0 +1,172 @@
+"""DP-SGD at a hospital: the vetted ``dp_train`` job and the training loop it runs.
+
+``dp_train`` is what an approved training request calls. It trains on the site's own
+train split with Opacus (Poisson sampling, per-sample clipping to ``max_grad_norm``,
+Gaussian noise ``noise_multiplier``), continues the site's RDP accountant from the
+previous rounds, and returns the model weights, the sample count, epsilon spent so far
+and the mean training loss. Never rows, never per-patient values.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+
+import numpy as np
+
+from .cohort_asset import check_frame, split_rows
+from .jobstate import study_state
+from .models import build_model, get_weights, model_inputs, set_weights
+
+__all__ = ["dp_train", "fit", "PLAN_KEYS"]
+
+PLAN_KEYS = ("study", "model", "rounds", "local_epochs", "lr", "sample_rate", "noise_multiplier",
+             "max_grad_norm", "epsilon", "delta", "prox_mu", "local_layers", "seed")
+
+
+def fit(model, inputs: np.ndarray, labels: np.ndarray, *, epochs: int, sample_rate: float, lr: float,
+        noise_multiplier: float | None = None, max_grad_norm: float | None = None,
+        accountant: list | None = None, prox_mu: float = 0.0, anchor: dict | None = None,
+        seed: int = 0) -> dict:
+    """Train ``model`` in place; DP-SGD when ``noise_multiplier`` is given, plain SGD otherwise.
+
+    Both modes take ``round(1/sample_rate)`` steps per epoch on batches of expected size
+    ``sample_rate * n``, so their cost and their result are comparable. FedProx's proximal
+    pull towards ``anchor`` is applied after each optimiser step: it uses no data, so it
+    costs no privacy and does not disturb per-sample clipping.
+    """
+    import torch
+    from opacus.data_loader import DPDataLoader
+
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    data = torch.utils.data.TensorDataset(torch.from_numpy(inputs), torch.from_numpy(labels))
+    steps_per_epoch = max(1, round(1 / sample_rate))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    private = noise_multiplier is not None
+    if private:
+        from opacus import PrivacyEngine
+
+        if max_grad_norm is None or max_grad_norm <= 0:
+            raise ValueError("DP-SGD needs a positive max_grad_norm (the per-sample clipping bound)")
+        engine = PrivacyEngine(accountant="rdp", secure_mode=False)
+        engine.accountant.history = [tuple(h) for h in (accountant or [])]
+        loader = DPDataLoader(data, sample_rate=1 / steps_per_epoch, generator=generator)
+        trained, optimizer, loader = engine.make_private(
+            module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=noise_multiplier,
+            max_grad_norm=max_grad_norm, poisson_sampling=False)
+    else:
+        batch = max(1, round(len(data) / steps_per_epoch))
+        loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, generator=generator)
+        trained = model
+    anchors = None
+    if prox_mu and anchor:
+        anchors = [(p, torch.from_numpy(np.asarray(anchor[n], dtype=np.float32)))
+                   for n, p in model.named_parameters() if n in anchor]
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    losses, steps = [], 0
+    t0 = time.perf_counter()
+    trained.train()
+    for _ in range(epochs):
+        for x, y in loader:
+            optimizer.zero_grad()
+            if len(x):
+                loss = loss_fn(trained(x), y)
+                loss.backward()
+                losses.append(float(loss))
+            optimizer.step()
+            steps += 1
+            if anchors:
+                with torch.no_grad():
+                    for p, a in anchors:
+                        p.sub_(lr * prox_mu * (p - a))
+    result = {"steps": steps, "loss": float(np.mean(losses)) if losses else math.nan,
+              "seconds": time.perf_counter() - t0}
+    if private:
+        result["accountant"] = [list(h) for h in engine.accountant.history]
+        trained.remove_hooks()
+    return result
+
+
+def _check_plan(plan: dict) -> None:
+    missing = [k for k in PLAN_KEYS if k not in plan]
+    if missing:
+        raise ValueError(f"the study plan lacks {missing}; build it with federation.StudyPlan")
+    if plan["noise_multiplier"] is None or plan["noise_multiplier"] <= 0:
+        raise ValueError("dp_train only trains with DP-SGD: noise_multiplier must be positive")
+    if not 0 < plan["sample_rate"] <= 1:
+        raise ValueError(f"sample_rate must be in (0, 1], got {plan['sample_rate']}")
+
+
+@functools.lru_cache(maxsize=256)
+def _epsilon(history: tuple, delta: float) -> float:
+    """Epsilon of an RDP accountant history (pure, so cached: sites of one study share it)."""
+    from opacus.accountants import RDPAccountant
+
+    accountant = RDPAccountant()
+    accountant.history = list(history)
+    return float(accountant.get_epsilon(delta))
+
+
+def _merged(history) -> dict:
+    total: dict = {}
+    for noise, rate, steps in history:
+        total[(float(noise), float(rate))] = total.get((float(noise), float(rate)), 0) + int(steps)
+    return total
+
+
+def _history_key(history) -> tuple:
+    """RDP composes additively over steps, so equal (noise, rate) entries merge exactly."""
+    return tuple((noise, rate, steps) for (noise, rate), steps in _merged(history).items())
+
+
+def dp_train(cohort, weights: dict, plan: dict) -> dict:
+    """One federated round at this hospital: DP-SGD from the global ``weights``.
+
+    ``plan`` is the study plan approved with the request (fixed; the researcher cannot
+    change it per round). Refuses to run past ``plan["rounds"]`` or past ``plan["epsilon"]``.
+    """
+    _check_plan(plan)
+    cohort = check_frame(cohort)
+    train = split_rows(cohort, "train")
+    if len(train) < 20:
+        raise ValueError("fewer than 20 training patients at this site: DP-SGD would be all noise")
+    inputs, labels = model_inputs(train, plan["model"])
+    local = tuple(plan["local_layers"])
+    with study_state(str(cohort["site_uid"].iloc[0]), plan["study"]) as state:
+        if state.rounds_done >= plan["rounds"]:
+            raise PermissionError(f"study {plan['study']} planned {plan['rounds']} rounds and all have run here")
+        steps = plan["local_epochs"] * max(1, round(1 / plan["sample_rate"]))
+        projected = [tuple(h) for h in state.accountant] + [
+            (plan["noise_multiplier"], 1 / max(1, round(1 / plan["sample_rate"])), steps)]
+        epsilon_after = _epsilon(_history_key(projected), plan["delta"])
+        if epsilon_after > plan["epsilon"] * (1 + 1e-6):
+            raise PermissionError(f"another round would exceed this study's epsilon={plan['epsilon']} "
+                                  f"at delta={plan['delta']}")
+        model = build_model(plan["model"], seed=plan["seed"])
+        set_weights(model, {k: v for k, v in weights.items()})
+        set_weights(model, {k: v for k, v in state.local_layers.items()})
+        anchor = get_weights(model)
+        run = fit(model, inputs, labels, epochs=plan["local_epochs"], sample_rate=plan["sample_rate"],
+                  lr=plan["lr"], noise_multiplier=plan["noise_multiplier"], max_grad_norm=plan["max_grad_norm"],
+                  accountant=state.accountant, prox_mu=plan["prox_mu"], anchor=anchor,
+                  seed=plan["seed"] + 1000 * (state.rounds_done + 1))
+        new = get_weights(model)
+        state.accountant = [tuple(h) for h in run["accountant"]]
+        if _merged(state.accountant) != _merged(projected):  # e.g. a step skipped: recompute
+            epsilon_after = _epsilon(_history_key(state.accountant), plan["delta"])
+        state.epsilon = epsilon_after
+        state.local_layers = {k: v for k, v in new.items() if k.startswith(local)} if local else {}
+        state.rounds_done += 1
+        state.save()
+        return {
+            "round": state.rounds_done,
+            "weights": {k: v for k, v in new.items() if not (local and k.startswith(local))},
+            "num_samples": int(len(train)),
+            "epsilon": state.epsilon,
+            "delta": plan["delta"],
+            "accountant": [list(h) for h in state.accountant],
+            "metrics": {"train_loss": run["loss"], "steps": run["steps"], "seconds": round(run["seconds"], 3)},
+        }
+

@@ -1,0 +1,139 @@
+"""A study plan: everything a hospital approves, fixed before the first round.
+
+The plan travels inside each code request (a ``sy.Constant``), so the compliance
+officer reads the privacy parameters next to the code, and the researcher cannot change
+them after approval. Give ``epsilon`` (the whole study's budget at ``delta``) and the noise
+is calibrated with Opacus' RDP accountant; or give ``noise_multiplier`` and the plan
+reports the epsilon it will cost.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from dataclasses import asdict, dataclass, field
+
+from datasites.models import MODELS
+
+from .strategy import make_strategy
+
+__all__ = ["StudyPlan", "PlanError"]
+
+_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,59}$")
+
+
+class PlanError(ValueError):
+    """The plan cannot run as written; the message says what to change."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyPlan:
+    study: str
+    sites: tuple[str, ...]
+    model: str = "lstm"
+    strategy: str = "fedavg"
+    rounds: int = 10
+    local_epochs: int = 1
+    lr: float = 0.005
+    sample_rate: float = 0.05
+    max_grad_norm: float = 1.0
+    epsilon: float | None = 6.0
+    noise_multiplier: float | None = None
+    delta: float = 1e-5
+    prox_mu: float = 0.1
+    min_sites: int | None = None  # None: every site must approve; else run with at least this many
+    dataset: str = "icu-sepsis"
+    seed: int = 0
+    strategy_options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "sites", tuple(self.sites))
+        problems = []
+        if not _ID.match(self.study):
+            problems.append(f"study id {self.study!r}: start with a letter; letters, digits, '_' and '-' only (max 60)")
+        if not self.sites or len(set(self.sites)) != len(self.sites):
+            problems.append("sites: name at least one site, each once")
+        if self.model not in MODELS:
+            problems.append(f"model {self.model!r}: choose one of {sorted(MODELS)}")
+        try:
+            make_strategy(self.strategy, **self._strategy_kwargs())
+        except (ValueError, TypeError) as exc:
+            problems.append(f"strategy: {exc}")
+        if self.rounds < 1 or self.local_epochs < 1:
+            problems.append("rounds and local_epochs must be at least 1")
+        if not 0 < self.sample_rate <= 1:
+            problems.append(f"sample_rate must be in (0, 1], got {self.sample_rate}")
+        if self.max_grad_norm <= 0:
+            problems.append("max_grad_norm must be positive")
+        if not 0 < self.delta < 1:
+            problems.append(f"delta must be in (0, 1), got {self.delta}")
+        if self.epsilon is None and self.noise_multiplier is None:
+            problems.append("give epsilon (the study's budget) or noise_multiplier")
+        if self.epsilon is not None and self.epsilon <= 0:
+            problems.append("epsilon must be positive")
+        if self.noise_multiplier is not None and self.noise_multiplier <= 0:
+            problems.append("noise_multiplier must be positive: dp_train never trains without noise")
+        if self.min_sites is not None and not 1 <= self.min_sites <= len(self.sites):
+            problems.append(f"min_sites must be between 1 and {len(self.sites)}")
+        if problems:
+            raise PlanError("invalid study plan:\n  - " + "\n  - ".join(problems))
+        if self.noise_multiplier is None:
+            object.__setattr__(self, "noise_multiplier", self._calibrate())
+        if self.epsilon is None:
+            object.__setattr__(self, "epsilon", self.planned_epsilon())
+        if self.epsilon > 10:
+            warnings.warn(f"epsilon={self.epsilon:.1f} is a weak guarantee for patient records; "
+                          "most health-data DP deployments stay at or below 8", UserWarning, stacklevel=3)
+        if self.delta > 1e-4:
+            warnings.warn(f"delta={self.delta} is large; use at most 1/(number of patients)", UserWarning,
+                          stacklevel=3)
+
+    def _strategy_kwargs(self) -> dict:
+        kwargs = dict(self.strategy_options)
+        if self.strategy == "fedprox":
+            kwargs.setdefault("mu", self.prox_mu)
+        return kwargs
+
+    def make_strategy(self):
+        return make_strategy(self.strategy, **self._strategy_kwargs())
+
+    @property
+    def steps_per_round(self) -> int:
+        return self.local_epochs * max(1, round(1 / self.sample_rate))
+
+    @property
+    def total_steps(self) -> int:
+        return self.rounds * self.steps_per_round
+
+    def _calibrate(self) -> float:
+        from opacus.accountants.utils import get_noise_multiplier
+
+        return float(get_noise_multiplier(target_epsilon=self.epsilon, target_delta=self.delta,
+                                          sample_rate=1 / max(1, round(1 / self.sample_rate)),
+                                          steps=self.total_steps, accountant="rdp", epsilon_tolerance=0.005))
+
+    def planned_epsilon(self, rounds: int | None = None) -> float:
+        """Epsilon each site has spent after ``rounds`` rounds (default: all)."""
+        from opacus.accountants import RDPAccountant
+
+        acc = RDPAccountant()
+        steps = (self.rounds if rounds is None else rounds) * self.steps_per_round
+        acc.history = [(self.noise_multiplier, 1 / max(1, round(1 / self.sample_rate)), steps)]
+        return float(acc.get_epsilon(self.delta)) if steps else 0.0
+
+    def job_plan(self) -> dict:
+        """The constant a site's vetted jobs receive (see ``datasites.training.PLAN_KEYS``)."""
+        strategy = self.make_strategy()
+        return {"study": self.study, "model": self.model, "rounds": self.rounds,
+                "local_epochs": self.local_epochs, "lr": self.lr, "sample_rate": self.sample_rate,
+                "noise_multiplier": self.noise_multiplier, "max_grad_norm": self.max_grad_norm,
+                "epsilon": math.ceil(self.epsilon * 1000) / 1000, "delta": self.delta,
+                "prox_mu": strategy.prox_mu, "local_layers": list(strategy.local_layers()), "seed": self.seed}
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "sites": list(self.sites)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "StudyPlan":
+        return cls(**data)

@@ -1,0 +1,82 @@
+"""The study's pictures: ROC curves per method, AUROC per round, how the hospitals differ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["plot_roc", "plot_rounds", "plot_sites"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _figure(width=6.4, height=4.8):
+    plt = _pyplot()
+    return plt, *plt.subplots(figsize=(width, height))
+
+
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path) -> Path:
+    """``curves[label] = (fpr, tpr, auroc)`` on the pooled test patients of all hospitals."""
+    plt, fig, ax = _figure()
+    for label, (fpr, tpr, auc) in curves.items():
+        ax.plot(fpr, tpr, label=f"{label} (AUROC {auc:.3f})", lw=1.8)
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1),
+           title="Sepsis within the stay: ROC on all hospitals' test patients")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_rounds(history: list[dict], references: dict[str, float], path: Path) -> Path:
+    """Federated AUROC and the largest site epsilon after each round, with baselines as lines."""
+    plt, fig, ax = _figure()
+    rounds = [h["round"] for h in history]
+    ax.plot(rounds, [h["auroc"] for h in history], marker="o", lw=2, label="federated DP (pooled test)")
+    for (label, value), ls in zip(references.items(), ("--", "-.", ":", (0, (5, 1)))):
+        ax.axhline(value, ls=ls, c="grey", lw=1.2, label=f"{label} {value:.3f}")
+    ax.set(xlabel="round", ylabel="AUROC", title="Federated training, round by round")
+    ax.set_xticks(rounds)
+    eps = ax.twinx()
+    eps.plot(rounds, [max(h["epsilon"].values()) for h in history], c="tab:red", marker=".", lw=1, alpha=0.7)
+    eps.set_ylabel("epsilon spent (largest site)", color="tab:red")
+    eps.set_ylim(0, max(8.0, max(max(h["epsilon"].values()) for h in history) * 1.1))
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_sites(sites: dict[str, dict], path: Path) -> Path:
+    """``sites[name] = {"age_bins", "age_counts" (None = suppressed), "prevalence", "n"}``."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [2, 1]})
+    names = list(sites)
+    for i, name in enumerate(names):
+        s = sites[name]
+        counts = np.array([0 if c is None else c for c in s["age_counts"]], float)
+        centres = (np.array(s["age_bins"][:-1]) + np.array(s["age_bins"][1:])) / 2
+        width = (s["age_bins"][1] - s["age_bins"][0]) / (len(names) + 1)
+        left.bar(centres + (i - (len(names) - 1) / 2) * width, counts / max(counts.sum(), 1), width=width,
+                 label=f"{name} (n={s['n']})")
+    left.set(xlabel="age at ICU admission (years)", ylabel="share of the site's patients",
+             title="Age mix per hospital (cells < 10 suppressed)")
+    left.legend(fontsize=8)
+    right.bar(names, [sites[n]["prevalence"] for n in names], color=["tab:blue", "tab:orange", "tab:green"][: len(names)])
+    right.set(ylabel="sepsis prevalence", title="Outcome prevalence")
+    right.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

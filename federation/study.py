@@ -1,0 +1,283 @@
+"""A federated study: one plan, one pair of code requests per hospital, rounds of DP-SGD.
+
+The researcher's side never touches a row: each round it sends the global weights to
+every approved hospital, gets back each site's DP-SGD weights (and epsilon spent), and
+aggregates them with the plan's strategy. Evaluation comes back as aggregate metrics
+only. Each round is checkpointed, so a study resumes where it stopped; the sites keep
+their own privacy accountants, so a resume can never reset what has been spent.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from datasites.cohort_asset import COHORT_ASSET
+from datasites.models import build_model, get_weights
+from datasites.quiet import quiet
+
+from .checkpoint import latest_checkpoint, save_checkpoint
+from .metrics import pooled_auroc, pooled_roc
+from .plan import PlanError, StudyPlan
+from .requests import RequestStatus, request_status, submit_request
+
+__all__ = ["Study", "StudyResult", "StudyStopped", "RoundRefused"]
+
+
+class StudyStopped(RuntimeError):
+    """The study cannot run as planned (denials, missing approvals); the message says why."""
+
+
+class RoundRefused(RuntimeError):
+    """A site did not run the requested round (its approved round budget is used up)."""
+
+
+# The code each hospital reviews. Kept tiny: it only calls the vetted jobs.
+def medsyft_train(cohort, plan, weights):
+    from datasites.training import dp_train
+    return dp_train(cohort, weights, plan)
+
+
+def medsyft_evaluate(cohort, plan, weights):
+    from datasites.evaluation import evaluate
+    return evaluate(cohort, weights, plan)
+
+
+@dataclass
+class StudyResult:
+    plan: StudyPlan
+    weights: dict
+    history: list[dict]
+    evaluations: dict[str, dict]
+    sites: list[str]
+    denied: dict[str, str] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+
+    @property
+    def epsilon(self) -> dict[str, float]:
+        return dict(self.history[-1]["epsilon"]) if self.history else {}
+
+    @property
+    def auroc(self) -> float:
+        return pooled_auroc(list(self.evaluations.values()))
+
+    def roc(self) -> tuple[np.ndarray, np.ndarray]:
+        return pooled_roc(list(self.evaluations.values()))
+
+
+class Study:
+    """Run ``plan`` on ``clients`` (site name -> the researcher's logged-in Syft client)."""
+
+    def __init__(self, plan: StudyPlan, clients: Mapping[str, object], *, directory: Path,
+                 echo=print, progress: bool = True):
+        missing = [s for s in plan.sites if s not in clients]
+        if missing:
+            raise PlanError(f"no client for site(s) {missing}; log in to every site in plan.sites")
+        self.plan, self.clients, self.echo, self.progress = plan, dict(clients), echo, progress
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        plan_file = self.directory / "plan.json"
+        if plan_file.exists() and json.loads(plan_file.read_text()) != plan.to_dict():
+            raise PlanError(f"{self.directory} holds a different study plan; resume it with Study.resume "
+                            "or choose another directory")
+        plan_file.write_text(json.dumps(plan.to_dict(), indent=1))
+        self.strategy = plan.make_strategy()
+        self.participants: list[str] = list(plan.sites)
+        self.denied: dict[str, str] = {}
+        self.history: list[dict] = []
+        self.weights = get_weights(build_model(plan.model, seed=plan.seed))
+        self.round = 0
+        self._assets: dict[str, object] = {}
+        self._approvals_checked = False
+
+    @classmethod
+    def resume(cls, directory: Path, clients: Mapping[str, object], **options) -> "Study":
+        """Continue a study from its last checkpoint (the sites continue their accountants)."""
+        directory = Path(directory)
+        if not (directory / "plan.json").exists():
+            raise FileNotFoundError(f"{directory} has no plan.json: not a study directory")
+        study = cls(StudyPlan.from_dict(json.loads((directory / "plan.json").read_text())), clients,
+                    directory=directory, **options)
+        ckpt = latest_checkpoint(directory)
+        if ckpt is not None:
+            study.round, study.weights = ckpt.round, ckpt.weights
+            study.history = ckpt.meta["history"]
+            study.participants = ckpt.meta["sites"]
+            study.denied = ckpt.meta.get("denied", {})
+        return study
+
+    # -- names of the two requests at each site ------------------------------------------
+    @property
+    def train_function(self) -> str:
+        return f"{self.plan.study.replace('-', '_')}_train"
+
+    @property
+    def evaluate_function(self) -> str:
+        return f"{self.plan.study.replace('-', '_')}_evaluate"
+
+    def _asset(self, site: str):
+        if site not in self._assets:
+            client = self.clients[site]
+            with quiet():
+                datasets = {d.name: d for d in client.datasets}
+            if self.plan.dataset not in datasets:
+                raise StudyStopped(f"{site} has no dataset {self.plan.dataset!r} (it has {sorted(datasets)})")
+            assets = {a.name: a for a in datasets[self.plan.dataset].assets}
+            if COHORT_ASSET not in assets:
+                raise StudyStopped(f"{site}'s {self.plan.dataset!r} has no {COHORT_ASSET} asset")
+            self._assets[site] = assets[COHORT_ASSET]
+        return self._assets[site]
+
+    def _syft_function(self, site: str, body, name: str, limit: int):
+        import syft as sy
+        from syft.service.policy.policy import OutputPolicyExecuteCount
+
+        client = self.clients[site]
+        with quiet():
+            return sy.syft_function(
+                input_policy=sy.MixedInputPolicy(client=client, cohort=self._asset(site),
+                                                 plan=sy.Constant(val=self.plan.job_plan()), weights=dict),
+                output_policy=OutputPolicyExecuteCount(limit=limit), name=name)(body)
+
+    # -- approval ------------------------------------------------------------------------
+    def submit(self) -> None:
+        """Send the train and evaluate requests to every site (once; a resubmit is a no-op)."""
+        for site in self.plan.sites:
+            for body, name in ((medsyft_train, self.train_function), (medsyft_evaluate, self.evaluate_function)):
+                try:
+                    request_status(self.clients[site], name)
+                except LookupError:
+                    submit_request(self.clients[site], self._syft_function(site, body, name, self.plan.rounds))
+
+    def approvals(self) -> dict[str, RequestStatus]:
+        """Per site: approved only when both requests are; denied (with the reason) if either is."""
+        out = {}
+        for site in self.plan.sites:
+            states = [request_status(self.clients[site], f) for f in (self.train_function, self.evaluate_function)]
+            denied = [s for s in states if s.status == "denied"]
+            if denied:
+                out[site] = RequestStatus(site, self.train_function, "denied", denied[0].reason)
+            elif all(s.status == "approved" for s in states):
+                out[site] = RequestStatus(site, self.train_function, "approved")
+            else:
+                out[site] = RequestStatus(site, self.train_function, "pending")
+        return out
+
+    def wait_for_approvals(self, *, timeout: float = 3600, poll: float = 2.0) -> list[str]:
+        """Block until every site has decided; returns the sites that will take part.
+
+        A denial stops the study unless ``plan.min_sites`` allows running without that site.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.approvals()
+            pending = [s for s, st in status.items() if st.status == "pending"]
+            if not pending or time.monotonic() > deadline:
+                break
+            time.sleep(poll)
+        for site, st in status.items():
+            word = {"approved": "approved", "denied": "DENIED", "pending": "still pending"}[st.status]
+            self.echo(f"  {site:<16} {word}" + (f": {st.reason}" if st.reason else ""))
+        if pending:
+            raise StudyStopped(f"no decision after {timeout:.0f}s from {pending}; ask their compliance officers "
+                               "or wait longer")
+        self.denied = {s: st.reason for s, st in status.items() if st.status == "denied"}
+        approved = [s for s in self.plan.sites if status[s].status == "approved"]
+        required = len(self.plan.sites) if self.plan.min_sites is None else self.plan.min_sites
+        if len(approved) < required:
+            why = "; ".join(f"{s}: {r}" for s, r in self.denied.items())
+            rule = ("the plan requires every site (set min_sites to run without some)" if self.plan.min_sites is None
+                    else f"the plan requires at least {required} sites")
+            raise StudyStopped(f"study {self.plan.study} stopped: {len(approved)} of {len(self.plan.sites)} sites "
+                               f"approved and {rule}. Denied - {why}")
+        self.participants = approved
+        self._approvals_checked = True
+        return approved
+
+    # -- rounds --------------------------------------------------------------------------
+    def _call(self, site: str, function: str, weights: dict):
+        client = self.clients[site]
+        try:
+            with quiet():
+                result = getattr(client.code, function)(cohort=self._asset(site), weights=weights)
+        except Exception as exc:  # Syft raises SyftException for errors inside the job
+            raise RuntimeError(f"{function} at {site} failed: {exc}") from exc
+        if type(result).__name__ == "SyftError" or isinstance(result, Exception):
+            raise RuntimeError(f"{function} at {site} failed: {result}")
+        return result.get() if hasattr(result, "get") else result
+
+    def train_round(self, site: str, weights: dict, expected_round: int) -> dict:
+        """One site's DP-SGD round; raises :class:`RoundRefused` if the site did not run it."""
+        shared = {k: v for k, v in weights.items() if not k.startswith(tuple(self.strategy.local_layers()))}
+        try:
+            result = self._call(site, self.train_function, shared)
+        except RuntimeError as exc:
+            if expected_round > self.plan.rounds:
+                raise RoundRefused(f"{site} refused round {expected_round}: the approved plan allows "
+                                   f"{self.plan.rounds} rounds") from exc
+            raise
+        if not isinstance(result, dict) or result.get("round", 0) < expected_round:
+            raise RoundRefused(f"{site} did not run round {expected_round}: the approved request allows "
+                               f"{self.plan.rounds} rounds and Syft returned the previous output instead")
+        return result
+
+    def evaluate(self, site: str, weights: dict) -> dict:
+        return self._call(site, self.evaluate_function, weights)
+
+    def run(self, rounds: int | None = None) -> StudyResult:
+        """Run the remaining rounds (or ``rounds`` more); checkpoint after each."""
+        if not self._approvals_checked:
+            self.wait_for_approvals()
+        t0 = time.monotonic()
+        last = self.plan.rounds if rounds is None else min(self.plan.rounds, self.round + rounds)
+        bar = _progress(total=(last - self.round) * len(self.participants), enabled=self.progress,
+                        desc=f"{self.plan.study} ({self.strategy.name})")
+        evaluations = {}
+        try:
+            for r in range(self.round + 1, last + 1):
+                t_round = time.monotonic()
+                results = {}
+                for site in self.participants:
+                    bar.set_postfix_str(f"round {r}/{self.plan.rounds} {site}")
+                    results[site] = self.train_round(site, self.weights, r)
+                    bar.update(1)
+                self.weights = self.strategy.aggregate(self.weights, results)
+                evaluations = {site: self.evaluate(site, self.weights) for site in self.participants}
+                auroc = pooled_auroc(list(evaluations.values()))
+                self.round = r
+                self.history.append({
+                    "round": r, "sites": list(self.participants),
+                    "epsilon": {s: float(res["epsilon"]) for s, res in results.items()},
+                    "num_samples": {s: int(res["num_samples"]) for s, res in results.items()},
+                    "train_loss": {s: float(res["metrics"]["train_loss"]) for s, res in results.items()},
+                    "update_norm": {s: _distance(res["weights"], self.weights) for s, res in results.items()},
+                    "auroc": auroc, "site_auroc": {s: e.get("auroc") for s, e in evaluations.items()},
+                    "seconds": round(time.monotonic() - t_round, 2)})
+                save_checkpoint(self.directory, r, self.weights,
+                                {"sites": self.participants, "denied": self.denied, "history": self.history,
+                                 "epsilon": self.history[-1]["epsilon"], "auroc": auroc})
+                bar.set_postfix_str(f"round {r}: AUROC {auroc:.3f}, max eps {max(self.history[-1]['epsilon'].values()):.2f}")
+        finally:
+            bar.close()
+        if not evaluations:
+            evaluations = {site: self.evaluate(site, self.weights) for site in self.participants}
+        return StudyResult(self.plan, self.weights, self.history, evaluations, list(self.participants),
+                           dict(self.denied), round(time.monotonic() - t0, 2))
+
+
+def _distance(a: dict, b: dict) -> float:
+    """L2 distance between two weight dicts over their common layers (client drift)."""
+    return float(np.sqrt(sum(float(np.sum((np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64)) ** 2))
+                             for k in a if k in b)))
+
+
+def _progress(*, total: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="site-round", disable=not enabled, file=sys.stderr, leave=False)

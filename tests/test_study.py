@@ -1,0 +1,145 @@
+"""Federated studies through real in-process Syft datasites: privacy accounting, round
+limits, denials, checkpoints and resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from opacus.accountants import RDPAccountant
+from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
+
+from federation import Study, StudyPlan, StudyStopped, RoundRefused
+from syft_policies import approve_request, deny_request, list_requests
+
+TRAIN_KEYS = {"round", "weights", "num_samples", "epsilon", "delta", "accountant", "metrics"}
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory, network_home, specs):
+    """Three fresh in-process hospitals on a copy of the session's generated data."""
+    from datasites import start_site
+
+    home = tmp_path_factory.mktemp("study-home")
+    for spec in specs:
+        shutil.copytree(network_home / spec.name / "data", home / spec.name / "data")
+    sites = {spec.name: start_site(spec, home) for spec in specs}
+    yield home, sites
+    for site in sites.values():
+        site.stop()
+
+
+def _study(network, tmp_path, **plan_options):
+    home, sites = network
+    names = plan_options.pop("sites", list(sites))
+    plan = StudyPlan(sites=names, **plan_options)
+    study = Study(plan, {n: sites[n].researcher() for n in names}, directory=tmp_path / plan.study,
+                  echo=lambda *_: None, progress=False)
+    study.submit()
+    return study
+
+
+def _review(network, *, deny: tuple[str, ...] = (), reason: str = "") -> None:
+    _, sites = network
+    for name, site in sites.items():
+        officer = site.officer()
+        for req in list_requests(officer, status="pending"):
+            if name in deny:
+                deny_request(officer, req.id, reason=reason)
+            else:
+                approve_request(officer, req.id)
+
+
+def _independent_epsilon(plan: StudyPlan, rounds: int) -> float:
+    """Opacus' RDP analysis called directly, from the plan's public parameters."""
+    orders = RDPAccountant.DEFAULT_ALPHAS
+    q = 1 / round(1 / plan.sample_rate)
+    rdp = compute_rdp(q=q, noise_multiplier=plan.noise_multiplier, steps=rounds * plan.steps_per_round, orders=orders)
+    eps, _ = get_privacy_spent(orders=orders, rdp=rdp, delta=plan.delta)
+    return float(eps)
+
+
+def _site_state(network, site: str, study: str) -> dict:
+    home, _ = network
+    return json.loads((home / site / "jobs" / study / "state.json").read_text())
+
+
+def test_epsilon_matches_an_independent_accountant_and_rounds_are_capped(network, tmp_path):
+    study = _study(network, tmp_path, study="eps-cap", rounds=2, epsilon=3.0)
+    _review(network)
+    result = study.run()
+    assert [h["round"] for h in result.history] == [1, 2]
+    expected = _independent_epsilon(study.plan, 2)
+    for site, eps in result.epsilon.items():
+        assert eps == pytest.approx(expected, rel=1e-9, abs=1e-9)
+        assert eps <= 3.0
+        assert result.history[0]["epsilon"][site] == pytest.approx(_independent_epsilon(study.plan, 1), rel=1e-9)
+        state = _site_state(network, site, "eps-cap")
+        assert state["rounds_done"] == 2
+        assert state["accountant"] == [[study.plan.noise_multiplier, 1 / round(1 / study.plan.sample_rate),
+                                        2 * study.plan.steps_per_round]]
+
+    site = study.plan.sites[0]
+    before = _site_state(network, site, "eps-cap")
+    with pytest.raises(RoundRefused, match="allows 2 rounds"):
+        study.train_round(site, result.weights, 3)
+    assert _site_state(network, site, "eps-cap") == before  # nothing trained, nothing spent
+
+    # what the researcher receives: weights shaped like the model, scalars, no per-patient arrays
+    reply = study.evaluate(site, result.weights)
+    assert reply["n"] >= 10 and 0 <= reply["auroc"] <= 1
+    assert all(b["n"] is None or b["n"] >= 10 for b in reply["calibration"])
+
+
+def test_a_train_reply_carries_no_rows(network, tmp_path):
+    study = _study(network, tmp_path, study="reply-shape", rounds=1, epsilon=2.0, sites=["lyon-chu"])
+    _review(network)
+    study.wait_for_approvals()
+    reply = study.train_round("lyon-chu", study.weights, 1)
+    assert set(reply) == TRAIN_KEYS
+    assert {k: v.shape for k, v in reply["weights"].items()} == {k: v.shape for k, v in study.weights.items()}
+    sizes = {np.asarray(v).size for v in reply["weights"].values()}
+    assert reply["num_samples"] not in sizes  # no array sized by the number of patients
+
+
+def test_resume_continues_at_the_right_round_with_the_site_accountant(network, tmp_path):
+    _, sites = network
+    names = ["amsterdam-umc", "boston-general"]
+    study = _study(network, tmp_path, study="resume", rounds=3, epsilon=4.0, sites=names)
+    _review(network)
+    first = study.run(rounds=1)
+    assert [h["round"] for h in first.history] == [1]
+    assert (tmp_path / "resume" / "round-0001" / "weights.npz").exists()
+
+    again = Study.resume(tmp_path / "resume", {n: sites[n].researcher() for n in names},
+                         echo=lambda *_: None, progress=False)
+    assert again.round == 1
+    np.testing.assert_array_equal(again.weights["head.weight"], first.weights["head.weight"])
+    done = again.run()
+    assert [h["round"] for h in done.history] == [1, 2, 3]
+    for r in (2, 3):
+        for site in names:
+            assert done.history[r - 1]["epsilon"][site] == pytest.approx(
+                _independent_epsilon(again.plan, r), rel=1e-9)
+    assert all(_site_state(network, s, "resume")["rounds_done"] == 3 for s in names)
+    meta = json.loads((tmp_path / "resume" / "round-0003" / "meta.json").read_text())
+    assert meta["round"] == 3 and meta["sites"] == names and set(meta["epsilon"]) == set(names)
+
+
+def test_a_denial_stops_the_study_unless_the_plan_allows_fewer_sites(network, tmp_path):
+    reason = "no sepsis studies without an IRB reference"
+    strict = _study(network, tmp_path, study="strict", rounds=1, epsilon=2.0)
+    _review(network, deny=("boston-general",), reason=reason)
+    with pytest.raises(StudyStopped) as stopped:
+        strict.run()
+    message = str(stopped.value)
+    assert "boston-general" in message and reason in message and "min_sites" in message
+
+    lenient = _study(network, tmp_path, study="lenient", rounds=1, epsilon=2.0, min_sites=2)
+    _review(network, deny=("boston-general",), reason=reason)
+    result = lenient.run()
+    assert result.sites == ["amsterdam-umc", "lyon-chu"]
+    assert set(result.epsilon) == {"amsterdam-umc", "lyon-chu"}
+    assert result.denied == {"boston-general": reason}
