@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+import warnings
 
 import numpy as np
 
@@ -23,6 +24,19 @@ __all__ = ["dp_train", "fit", "PLAN_KEYS"]
 
 PLAN_KEYS = ("study", "model", "rounds", "local_epochs", "lr", "sample_rate", "noise_multiplier",
              "max_grad_norm", "epsilon", "delta", "prox_mu", "local_layers", "seed")
+
+
+_RNG_WARNED = False
+
+
+def _warn_insecure_rng_once() -> None:
+    """Opacus warns on every engine; one clear warning per process is enough to be heard."""
+    global _RNG_WARNED
+    if not _RNG_WARNED:
+        _RNG_WARNED = True
+        warnings.warn("DP-SGD noise comes from PyTorch's default generator (Opacus secure_mode is off: "
+                      "torchcsprng is not in the pinned stack). Fine for simulation; a production "
+                      "hospital deployment should enable secure_mode.", UserWarning, stacklevel=3)
 
 
 def fit(model, inputs: np.ndarray, labels: np.ndarray, *, epochs: int, sample_rate: float, lr: float,
@@ -50,7 +64,10 @@ def fit(model, inputs: np.ndarray, labels: np.ndarray, *, epochs: int, sample_ra
 
         if max_grad_norm is None or max_grad_norm <= 0:
             raise ValueError("DP-SGD needs a positive max_grad_norm (the per-sample clipping bound)")
-        engine = PrivacyEngine(accountant="rdp", secure_mode=False)
+        _warn_insecure_rng_once()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            engine = PrivacyEngine(accountant="rdp", secure_mode=False)
         engine.accountant.history = [tuple(h) for h in (accountant or [])]
         loader = DPDataLoader(data, sample_rate=1 / steps_per_epoch, generator=generator)
         trained, optimizer, loader = engine.make_private(
@@ -73,8 +90,10 @@ def fit(model, inputs: np.ndarray, labels: np.ndarray, *, epochs: int, sample_ra
             optimizer.zero_grad()
             if len(x):
                 loss = loss_fn(trained(x), y)
-                loss.backward()
-                losses.append(float(loss))
+                with warnings.catch_warnings():  # Opacus' hooks on a first layer whose input needs no grad
+                    warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                    loss.backward()
+                losses.append(float(loss.detach()))
             optimizer.step()
             steps += 1
             if anchors:
