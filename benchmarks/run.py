@@ -26,7 +26,8 @@ def _frames(home: Path, specs, n_patients: int) -> dict[str, pd.DataFrame]:
     from datasites import ensure_site_data
     from datasites.cohort_asset import cohort_frame
     from datasites.data import private_dir
-    from datasites.jobstate import register_site
+    from datasites.jobstate import LEDGER_FILE, register_site
+    from syft_policies.ledger import BudgetLedger
     from synthetic_data import load_synthea
 
     ensure_site_data(specs, home, n_patients=n_patients, seed=5)
@@ -34,6 +35,7 @@ def _frames(home: Path, specs, n_patients: int) -> dict[str, pd.DataFrame]:
     for spec in specs:
         uid = f"bench-{spec.name}"
         register_site(uid, home / "direct" / spec.name)
+        BudgetLedger(home / "direct" / spec.name / LEDGER_FILE).set_budget("icu-sepsis", 1e6)
         frames[spec.name] = cohort_frame(load_synthea(private_dir(home, spec.name)), site_uid=uid)
     return frames
 
@@ -106,7 +108,8 @@ def syft_overhead(home: Path, specs, frames, rounds: int) -> float:
 
 
 def scaling(frames, counts=(3, 6, 12)) -> dict[int, float]:
-    from datasites.jobstate import register_site
+    from datasites.jobstate import LEDGER_FILE, register_site
+    from syft_policies.ledger import BudgetLedger
     from federation import StudyPlan
 
     base = list(frames.values())
@@ -116,7 +119,9 @@ def scaling(frames, counts=(3, 6, 12)) -> dict[int, float]:
         for i in range(k):  # k hospitals, each a copy of one of the three cohorts
             frame = base[i % len(base)].copy()
             frame["site_uid"] = uid = f"bench-scale-{k}-{i}"
-            register_site(uid, Path(tempfile.mkdtemp(prefix="medsyft-bench-")))
+            directory = Path(tempfile.mkdtemp(prefix="medsyft-bench-"))
+            register_site(uid, directory)
+            BudgetLedger(directory / LEDGER_FILE).set_budget("icu-sepsis", 1e6)
             sites[f"site-{i:02d}"] = frame
         seconds = _direct_rounds(sites, StudyPlan(study=f"bench-scale-{k}", sites=list(sites), rounds=1,
                                                   epsilon=6.0), 1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cohort_asset import check_frame, split_rows
-from .jobstate import study_state
+from .jobstate import output_digest, site_audit, study_state
 from .models import build_model, model_inputs, set_weights
 
 __all__ = ["evaluate", "site_metrics", "predict", "auroc", "THRESHOLDS", "MIN_CELL"]
@@ -103,4 +103,9 @@ def evaluate(cohort, weights: dict, plan: dict) -> dict:
         with study_state(str(cohort["site_uid"].iloc[0]), plan["study"]) as state:
             weights.update(state.local_layers)
     scores = predict(plan["model"], weights, inputs, seed=plan["seed"])
-    return site_metrics(scores, labels, min_cell=plan.get("min_cell", MIN_CELL))
+    reply = site_metrics(scores, labels, min_cell=plan.get("min_cell", MIN_CELL))
+    audit = site_audit(str(cohort["site_uid"].iloc[0]))
+    if audit is not None:
+        audit.append("executed", job="datasites.evaluation.evaluate", study=plan["study"], epsilon_debited=0.0,
+                     input_sha256=output_digest(weights), output_sha256=output_digest(reply))
+    return reply

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["register_site", "site_directory", "study_state", "StudyState"]
+__all__ = ["register_site", "site_directory", "site_ledger", "site_audit", "output_digest", "study_state", "StudyState", "LEDGER_FILE"]
+
+LEDGER_FILE = "ledger.sqlite"
 
 _SITES: dict[str, Path] = {}
 _STUDY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
@@ -31,6 +33,45 @@ def register_site(uid: str, site_dir: Path) -> None:
 
 def site_directory(uid: str) -> Path | None:
     return _SITES.get(str(uid))
+
+
+def site_audit(uid: str):
+    """The site's audit log, or None for an unregistered (mock / dry-run) cohort."""
+    from syft_policies.audit import AUDIT_FILE, AuditLog
+
+    directory = site_directory(uid)
+    return None if directory is None else AuditLog(directory / AUDIT_FILE)
+
+
+def output_digest(value) -> str:
+    """SHA-256 of a job's output (arrays by their bytes), for the audit log."""
+    import hashlib
+
+    h = hashlib.sha256()
+
+    def feed(v):
+        if isinstance(v, dict):
+            for k in sorted(v):
+                h.update(str(k).encode())
+                feed(v[k])
+        elif isinstance(v, (list, tuple)):
+            for item in v:
+                feed(item)
+        elif isinstance(v, np.ndarray):
+            h.update(np.ascontiguousarray(v).tobytes())
+        else:
+            h.update(repr(v).encode())
+
+    feed(value)
+    return h.hexdigest()
+
+
+def site_ledger(uid: str):
+    """The site's privacy-budget ledger, or None for an unregistered (mock / dry-run) cohort."""
+    from syft_policies.ledger import BudgetLedger
+
+    directory = site_directory(uid)
+    return None if directory is None else BudgetLedger(directory / LEDGER_FILE)
 
 
 class StudyState:

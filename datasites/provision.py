@@ -8,6 +8,7 @@ from synthetic_data import TABLES_DESCRIPTION, load_synthea
 
 from .cohort_asset import COHORT_ASSET, SPLIT_SEED, cohort_frame
 from .credentials import site_passwords
+from .jobstate import LEDGER_FILE
 from .data import mock_dir, private_dir
 from .quiet import quiet
 from .spec import HospitalSpec
@@ -44,7 +45,10 @@ def provision(server, spec: HospitalSpec, site_dir: Path) -> None:
     import syft as sy
     from syft.service.user.user_roles import ServiceRole
 
+    from syft_policies.ledger import BudgetLedger
+
     home = site_dir.parent
+    BudgetLedger(site_dir / LEDGER_FILE).ensure_budget(spec.dataset_name, spec.epsilon_budget)
     passwords = site_passwords(spec, site_dir)
     with quiet():
         admin = server.get_guest_client(verbose=False).login(email=spec.admin.email,

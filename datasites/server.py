@@ -139,6 +139,20 @@ class SiteHandle:
     def researcher(self, email: str | None = None):
         return self.login(email or self.spec.researchers[0].email)
 
+    def ledger(self):
+        """This site's privacy-budget ledger (``syft_policies.ledger.BudgetLedger``)."""
+        from syft_policies.ledger import BudgetLedger
+
+        from .jobstate import LEDGER_FILE
+
+        return BudgetLedger(self.site_dir / LEDGER_FILE)
+
+    def audit(self):
+        """This site's hash-chained audit log (``syft_policies.audit.AuditLog``)."""
+        from syft_policies.audit import AUDIT_FILE, AuditLog
+
+        return AuditLog(self.site_dir / AUDIT_FILE)
+
     def stop(self) -> None:
         if self.mode == "http":
             stop_site(self.spec, self.site_dir.parent)

@@ -39,6 +39,7 @@ class HospitalSpec:
     dataset_name: str
     dataset_description: str
     profile: HospitalProfile
+    epsilon_budget: float = 20.0  # the dataset's privacy budget at this site (all studies together)
     source: Path | None = None  # a real Synthea export to load instead of generated data
     path: Path | None = field(default=None, compare=False)
 
@@ -104,6 +105,9 @@ def load_spec(path: str | Path) -> HospitalSpec:
     except ValueError as exc:
         raise SpecError(f"{path}: [cohort] {exc}") from exc
     source = data.get("dataset", {}).get("source")
+    budget = data.get("dataset", {}).get("epsilon_budget", 20.0)
+    if not isinstance(budget, (int, float)) or budget <= 0:
+        raise SpecError(f"{path}: 'dataset.epsilon_budget' must be a positive number, got {budget!r}")
     return HospitalSpec(
         name=name,
         display_name=data["site"].get("display_name", name),
@@ -116,6 +120,7 @@ def load_spec(path: str | Path) -> HospitalSpec:
         dataset_name=_get(data, "dataset.name", path),
         dataset_description=_get(data, "dataset.description", path).strip(),
         profile=profile,
+        epsilon_budget=float(budget),
         source=(path.parent / source) if source else None,
         path=path,
     )

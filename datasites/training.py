@@ -17,12 +17,12 @@ import warnings
 import numpy as np
 
 from .cohort_asset import check_frame, split_rows
-from .jobstate import study_state
+from .jobstate import output_digest, site_audit, site_ledger, study_state
 from .models import build_model, get_weights, model_inputs, set_weights
 
 __all__ = ["dp_train", "fit", "PLAN_KEYS"]
 
-PLAN_KEYS = ("study", "model", "rounds", "local_epochs", "lr", "sample_rate", "noise_multiplier",
+PLAN_KEYS = ("study", "dataset", "model", "rounds", "local_epochs", "lr", "sample_rate", "noise_multiplier",
              "max_grad_norm", "epsilon", "delta", "prox_mu", "local_layers", "seed")
 
 
@@ -153,7 +153,8 @@ def dp_train(cohort, weights: dict, plan: dict) -> dict:
         raise ValueError("fewer than 20 training patients at this site: DP-SGD would be all noise")
     inputs, labels = model_inputs(train, plan["model"])
     local = tuple(plan["local_layers"])
-    with study_state(str(cohort["site_uid"].iloc[0]), plan["study"]) as state:
+    site_uid = str(cohort["site_uid"].iloc[0])
+    with study_state(site_uid, plan["study"]) as state:
         if state.rounds_done >= plan["rounds"]:
             raise PermissionError(f"study {plan['study']} planned {plan['rounds']} rounds and all have run here")
         steps = plan["local_epochs"] * max(1, round(1 / plan["sample_rate"]))
@@ -163,6 +164,12 @@ def dp_train(cohort, weights: dict, plan: dict) -> dict:
         if epsilon_after > plan["epsilon"] * (1 + 1e-6):
             raise PermissionError(f"another round would exceed this study's epsilon={plan['epsilon']} "
                                   f"at delta={plan['delta']}")
+        debited = epsilon_after - state.epsilon
+        ledger = site_ledger(site_uid)
+        budget_left = None
+        if ledger is not None:  # the site's budget pays for this round before any step is taken
+            budget_left = ledger.debit(plan["dataset"], debited,
+                                       reference=f"{plan['study']}/round-{state.rounds_done + 1}")
         model = build_model(plan["model"], seed=plan["seed"])
         set_weights(model, {k: v for k, v in weights.items()})
         set_weights(model, {k: v for k, v in state.local_layers.items()})
@@ -179,13 +186,21 @@ def dp_train(cohort, weights: dict, plan: dict) -> dict:
         state.local_layers = {k: v for k, v in new.items() if k.startswith(local)} if local else {}
         state.rounds_done += 1
         state.save()
-        return {
+        reply = {
             "round": state.rounds_done,
             "weights": {k: v for k, v in new.items() if not (local and k.startswith(local))},
             "num_samples": int(len(train)),
             "epsilon": state.epsilon,
             "delta": plan["delta"],
             "accountant": [list(h) for h in state.accountant],
+            "budget_remaining": budget_left,
             "metrics": {"train_loss": run["loss"], "steps": run["steps"], "seconds": round(run["seconds"], 3)},
         }
+        audit = site_audit(site_uid)
+        if audit is not None:
+            audit.append("executed", job="datasites.training.dp_train", study=plan["study"], round=reply["round"],
+                         dataset=plan["dataset"], epsilon_debited=debited,
+                         epsilon_total=state.epsilon, input_sha256=output_digest(weights),
+                         output_sha256=output_digest(reply))
+        return reply
 

@@ -18,9 +18,13 @@ data_app = typer.Typer(help="Synthea-format hospital data.", no_args_is_help=Tru
 sites_app = typer.Typer(help="Start, stop and inspect the hospital datasites (HTTP on loopback).",
                         no_args_is_help=True)
 review_app = typer.Typer(help="The compliance officer's review queue on one hospital.", no_args_is_help=True)
+budget_app = typer.Typer(help="The privacy-budget ledger of one hospital.", no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit log of one hospital.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(sites_app, name="sites")
 app.add_typer(review_app, name="review")
+app.add_typer(budget_app, name="budget")
+app.add_typer(audit_app, name="audit")
 
 HomeOpt = typer.Option(Path(os.environ.get("MEDSYFT_HOME", ".medsyft")), "--home",
                        help="Where sites keep their data, databases and secrets (env MEDSYFT_HOME).")
@@ -140,24 +144,43 @@ def review_list(site: str = typer.Option(..., "--site", "-s", help="Hospital nam
         typer.echo(info.summary() + (f"  reason: {info.reason}" if info.reason else ""))
 
 
+def _ledger(name: str, home: Path):
+    from datasites.jobstate import LEDGER_FILE
+    from syft_policies.ledger import BudgetLedger
+
+    spec = _one(name)
+    path = home / spec.name / LEDGER_FILE
+    if not path.exists():
+        raise typer.BadParameter(f"{spec.name} has no ledger under {home}; start it once with `medsyft sites up`",
+                                 param_hint="--site")
+    return spec, BudgetLedger(path)
+
+
 @review_app.command("show")
 def review_show(request_id: str, site: str = typer.Option(..., "--site", "-s"), home: Path = HomeOpt):
-    """Show one request and its code."""
+    """Show one request, its code and the automatic review report."""
     from syft_policies import get_request
+    from syft_policies.review import review_request
 
-    info = get_request(_officer(site, home), request_id)
+    officer = _officer(site, home)
+    info = get_request(officer, request_id)
+    spec, ledger = _ledger(site, home)
     typer.echo(f"request {info.id}\nfunction {info.function}\nresearcher {info.researcher} ({info.institution})\n"
                f"submitted {info.submitted}\nstatus {info.status}" + (f"\nreason {info.reason}" if info.reason else ""))
+    if info.plan:
+        typer.echo("study plan " + ", ".join(f"{k}={v}" for k, v in info.plan.items()))
     typer.echo("\n" + info.code)
+    typer.echo(str(review_request(officer, info.id, budget_remaining=ledger.remaining(spec.dataset_name))))
 
 
 @review_app.command("approve")
 def review_approve(request_id: str, site: str = typer.Option(..., "--site", "-s"), home: Path = HomeOpt):
-    """Approve a pending request."""
+    """Approve a pending request (a training request must fit the dataset's privacy budget)."""
     from syft_policies import ReviewError, approve_request
 
     try:
-        info = approve_request(_officer(site, home), request_id)
+        info = approve_request(_officer(site, home), request_id, ledger=_ledger(site, home)[1],
+                               audit=_audit(site, home))
     except ReviewError as exc:
         raise typer.BadParameter(str(exc), param_hint="REQUEST_ID")
     typer.echo(f"approved {info.id[:8]} ({info.function})")
@@ -171,10 +194,62 @@ def review_deny(request_id: str, site: str = typer.Option(..., "--site", "-s"),
     from syft_policies import ReviewError, deny_request
 
     try:
-        info = deny_request(_officer(site, home), request_id, reason=reason)
+        info = deny_request(_officer(site, home), request_id, reason=reason, audit=_audit(site, home))
     except ReviewError as exc:
         raise typer.BadParameter(str(exc), param_hint="--reason")
     typer.echo(f"denied {info.id[:8]} ({info.function}): {info.reason}")
+
+
+@budget_app.command("show")
+def budget_show(site: str = typer.Option(..., "--site", "-s"), home: Path = HomeOpt,
+                history: bool = typer.Option(False, "--history", help="List every debit too.")):
+    """Budget, spent and remaining epsilon of the site's dataset."""
+    spec, ledger = _ledger(site, home)
+    total, spent = ledger.budget(spec.dataset_name), ledger.spent(spec.dataset_name)
+    typer.echo(f"{spec.name} {spec.dataset_name}: budget epsilon {total:g}, spent {spent:.3f}, "
+               f"remaining {ledger.remaining(spec.dataset_name):.3f}")
+    if history:
+        for d in ledger.history(spec.dataset_name):
+            typer.echo(f"  {d['epsilon']:.4f}  {d['reference']}  {d['researcher']}")
+
+
+@budget_app.command("set")
+def budget_set(epsilon: float, site: str = typer.Option(..., "--site", "-s"), home: Path = HomeOpt):
+    """Set the dataset's total epsilon budget at this site (debits so far still count)."""
+    spec, ledger = _ledger(site, home)
+    if epsilon <= 0:
+        raise typer.BadParameter("the budget must be positive", param_hint="EPSILON")
+    ledger.set_budget(spec.dataset_name, epsilon)
+    typer.echo(f"{spec.name} {spec.dataset_name}: budget epsilon {epsilon:g}, "
+               f"remaining {ledger.remaining(spec.dataset_name):.3f}")
+
+
+def _audit(name: str, home: Path):
+    from syft_policies.audit import AUDIT_FILE, AuditLog
+
+    spec = _one(name)
+    return AuditLog(home / spec.name / AUDIT_FILE)
+
+
+@audit_app.command("show")
+def audit_show(site: str = typer.Option(..., "--site", "-s"), home: Path = HomeOpt,
+               last: int = typer.Option(50, help="How many of the latest entries.")):
+    """The latest audit entries, one per line."""
+    import time as _time
+
+    for e in _audit(site, home).entries()[-last:]:
+        details = {k: v for k, v in e.items() if k not in ("seq", "at", "event", "prev", "hash")}
+        stamp = _time.strftime("%Y-%m-%d %H:%M:%S", _time.gmtime(e["at"]))
+        typer.echo(f"{e['seq']:>5}  {stamp}  {e['event']:<10} " + "  ".join(f"{k}={v}" for k, v in details.items()))
+
+
+@audit_app.command("verify")
+def audit_verify(site: str = typer.Option(..., "--site", "-s"), home: Path = HomeOpt):
+    """Check the hash chain; exits 1 and names the first bad line if anything was changed."""
+    result = _audit(site, home).verify()
+    typer.echo(str(result))
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -25,13 +25,13 @@ from federation.plots import plot_roc, plot_rounds, plot_sites
 from federation.requests import request_status, submit_request
 from federation.study import Study
 from syft_policies import approve_request, deny_request, list_requests
+from syft_policies.review import review_request
 
 __all__ = ["run_demo", "format_summary", "DENIAL_REASON", "DEFAULT_PATIENTS"]
 
 DEFAULT_PATIENTS = 4000
 DENIAL_REASON = ("returns row-level patient data (patients.head); only aggregated, "
                  "small-cell-suppressed outputs may leave this hospital")
-VETTED_CALLS = ("from datasites.training import dp_train", "from datasites.evaluation import evaluate")
 EPSILON_CEILING = 8.0  # what the demo's compliance officers accept per study
 
 
@@ -61,17 +61,21 @@ def _rows_request(ds, dataset: str):
 
 
 def _officer_reviews(site, echo) -> None:
-    """A scripted compliance officer: approves code that only calls the vetted jobs, denies the rest.
-    (The automatic review report replaces this rule in ``syft_policies``.)"""
-    officer = site.officer()
+    """The compliance officer follows the automatic review: approves low-risk requests
+    (checked against the dataset's privacy budget), denies the rest with the findings."""
+    officer, ledger, audit = site.officer(), site.ledger(), site.audit()
     for req in list_requests(officer, status="pending"):
-        body = [line.strip() for line in req.code.strip().splitlines()[1:] if line.strip()]
-        vetted = len(body) == 2 and body[0] in VETTED_CALLS and body[1].startswith("return ")
-        if vetted:
-            approve_request(officer, req.id)
+        report = review_request(officer, req.id, budget_remaining=ledger.remaining(site.spec.dataset_name))
+        if report.risk == "low":
+            approve_request(officer, req.id, ledger=ledger, audit=audit)
+            echo(f"  {site.spec.name:<16} approved {req.function} (review: low risk"
+                 + (f", epsilon {report.epsilon_cost:.2f} of {report.budget_before:.1f} left)"
+                    if report.epsilon_cost is not None else ")"))
         else:
-            deny_request(officer, req.id, reason=DENIAL_REASON)
-        echo(f"  {site.spec.name:<16} {'approved' if vetted else 'DENIED  '} {req.function}")
+            high = [f"{f.rule} line {f.line}: {f.message}" for f in report.findings if f.severity == "high"]
+            deny_request(officer, req.id, reason=f"{DENIAL_REASON} (automatic review: {report.risk} risk; "
+                                                 + "; ".join(high) + ")", audit=audit)
+            echo(f"  {site.spec.name:<16} DENIED   {req.function} (review: {report.risk} risk)")
 
 
 def _site_profile(frame) -> dict:
@@ -120,6 +124,8 @@ def run_demo(home: Path, *, n_patients: int = DEFAULT_PATIENTS, seed: int = 7, s
         study_seconds = time.monotonic() - t_study
         echo("[6/6] reference models with the data pooled (simulation only)")
         frames = pooled_cohorts(sites.values())
+        budgets = {name: site.ledger().remaining(plan.dataset) for name, site in sites.items()}
+        audits = {name: site.audit().verify() for name, site in sites.items()}
         t_base = time.monotonic()
         base = run_baselines(frames, plan, echo=echo)
         baseline_seconds = time.monotonic() - t_base
@@ -143,6 +149,8 @@ def run_demo(home: Path, *, n_patients: int = DEFAULT_PATIENTS, seed: int = 7, s
         "mode": mode, "patients": n_patients, "seed": seed, "plan": plan.to_dict(),
         "hospitals": {name: _site_profile(f) for name, f in frames.items()},
         "denied": {rogue_site: {"function": "first_patients", "status": denied.status, "reason": denied.reason}},
+        "budget": {name: {"dataset": plan.dataset, "remaining": left} for name, left in budgets.items()},
+        "audit": {name: {"entries": v.entries, "verified": v.ok} for name, v in audits.items()},
         "history": result.history,
     }
     a, e = summary["auroc"], summary["epsilon"]["per_site"]
@@ -184,7 +192,12 @@ def format_summary(summary: dict) -> str:
               f"({', '.join(f'{s} {v:.3f}' for s, v in a['local_nonprivate'].items())})",
               "", f"Privacy spent per site (delta = {eps['delta']:g}, target epsilon {eps['target']:g})"]
     for site, value in eps["per_site"].items():
-        lines.append(f"  {site:<16} epsilon {value:.3f}")
+        left = summary.get("budget", {}).get(site, {}).get("remaining")
+        lines.append(f"  {site:<16} epsilon {value:.3f}" + (f"   (dataset budget left: {left:.3f})" if left is not None else ""))
+    audit = summary.get("audit", {})
+    if audit:
+        lines += ["", "Audit logs: " + ", ".join(f"{s} {a['entries']} entries {'verified' if a['verified'] else 'TAMPERED'}"
+                                                 for s, a in audit.items())]
     for site, d in summary["denied"].items():
         lines += ["", f"Denied at {site}: {d['function']} - {d['reason']}"]
     checks = summary["checks"]

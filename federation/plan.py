@@ -114,18 +114,19 @@ class StudyPlan:
                                           steps=self.total_steps, accountant="rdp", epsilon_tolerance=0.005))
 
     def planned_epsilon(self, rounds: int | None = None) -> float:
-        """Epsilon each site has spent after ``rounds`` rounds (default: all)."""
-        from opacus.accountants import RDPAccountant
+        """Epsilon each site has spent after ``rounds`` rounds (default: all), as the sites'
+        reviewers compute it."""
+        from syft_policies.code_review import planned_epsilon
 
-        acc = RDPAccountant()
-        steps = (self.rounds if rounds is None else rounds) * self.steps_per_round
-        acc.history = [(self.noise_multiplier, 1 / max(1, round(1 / self.sample_rate)), steps)]
-        return float(acc.get_epsilon(self.delta)) if steps else 0.0
+        rounds = self.rounds if rounds is None else rounds
+        dp = {"rounds": rounds, "local_epochs": self.local_epochs, "sample_rate": self.sample_rate,
+              "noise_multiplier": self.noise_multiplier, "delta": self.delta}
+        return planned_epsilon(dp) if rounds else 0.0
 
     def job_plan(self) -> dict:
         """The constant a site's vetted jobs receive (see ``datasites.training.PLAN_KEYS``)."""
         strategy = self.make_strategy()
-        return {"study": self.study, "model": self.model, "rounds": self.rounds,
+        return {"study": self.study, "dataset": self.dataset, "model": self.model, "rounds": self.rounds,
                 "local_epochs": self.local_epochs, "lr": self.lr, "sample_rate": self.sample_rate,
                 "noise_multiplier": self.noise_multiplier, "max_grad_norm": self.max_grad_norm,
                 "epsilon": math.ceil(self.epsilon * 1000) / 1000, "delta": self.delta,

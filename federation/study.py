@@ -249,7 +249,10 @@ class Study:
                     bar.update(1)
                 self.weights = self.strategy.aggregate(self.weights, results)
                 evaluations = {site: self.evaluate(site, self.weights) for site in self.participants}
-                auroc = pooled_auroc(list(evaluations.values()))
+                try:
+                    auroc = pooled_auroc(list(evaluations.values()))
+                except ValueError:  # every site suppressed its counts (too few test patients)
+                    auroc = None
                 self.round = r
                 self.history.append({
                     "round": r, "sites": list(self.participants),
@@ -257,12 +260,14 @@ class Study:
                     "num_samples": {s: int(res["num_samples"]) for s, res in results.items()},
                     "train_loss": {s: float(res["metrics"]["train_loss"]) for s, res in results.items()},
                     "update_norm": {s: _distance(res["weights"], self.weights) for s, res in results.items()},
+                    "budget_remaining": {s: res.get("budget_remaining") for s, res in results.items()},
                     "auroc": auroc, "site_auroc": {s: e.get("auroc") for s, e in evaluations.items()},
                     "seconds": round(time.monotonic() - t_round, 2)})
                 save_checkpoint(self.directory, r, self.weights,
                                 {"sites": self.participants, "denied": self.denied, "history": self.history,
                                  "epsilon": self.history[-1]["epsilon"], "auroc": auroc})
-                bar.set_postfix_str(f"round {r}: AUROC {auroc:.3f}, max eps {max(self.history[-1]['epsilon'].values()):.2f}")
+                shown = "suppressed" if auroc is None else f"{auroc:.3f}"
+                bar.set_postfix_str(f"round {r}: AUROC {shown}, max eps {max(self.history[-1]['epsilon'].values()):.2f}")
         finally:
             bar.close()
         if not evaluations:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-__all__ = ["status_name", "RequestInfo", "list_requests", "get_request", "approve_request", "deny_request", "ReviewError"]
+__all__ = ["status_name", "RequestInfo", "list_requests", "get_request", "approve_request", "deny_request",
+           "review_request", "ReviewError"]
 
 
 class ReviewError(ValueError):
@@ -26,6 +27,8 @@ class RequestInfo:
     status: str  # pending / approved / denied
     reason: str
     code: str
+    data_params: tuple[str, ...] = ()
+    plan: dict | None = None
 
     def summary(self) -> str:
         return f"{self.id[:8]}  {self.status:<8}  {self.function:<28}  {self.researcher:<32}  {self.submitted}"
@@ -39,9 +42,24 @@ def status_name(request) -> str:
     return _STATUS.get(request.status.name, request.status.name.lower())
 
 
+def _inputs(code) -> tuple[tuple[str, ...], dict | None]:
+    """Which inputs are private assets, and the pinned study plan (a ``sy.Constant`` dict)."""
+    data, plan = [], None
+    for rules in (getattr(code, "input_policy_init_kwargs", None) or {}).values():
+        for kw, rule in rules.items():
+            kind = type(rule).__name__
+            if kind in ("Matches", "UID"):
+                data.append(kw)
+            elif kind == "Constant" and isinstance(getattr(rule, "val", None), dict) \
+                    and "noise_multiplier" in rule.val:
+                plan = dict(rule.val)
+    return tuple(data), plan
+
+
 def _info(request) -> RequestInfo:
     code = request.code
     status = status_name(request)
+    data, plan = _inputs(code)
     return RequestInfo(
         id=str(request.id.no_dash),
         function=code.service_func_name,
@@ -51,6 +69,8 @@ def _info(request) -> RequestInfo:
         status=status,
         reason=(request.deny_reason or "") if status == "denied" else "",
         code=code.raw_code,
+        data_params=data,
+        plan=plan,
     )
 
 
@@ -89,31 +109,86 @@ def _check_pending(request) -> None:
         raise ReviewError(f"request {info.id[:8]} is already {info.status}")
 
 
-def approve_request(client, request_id: str) -> RequestInfo:
-    """Approve a pending request; its code may then run on the private data."""
+def _record(audit, client, info: RequestInfo, report, decision: str, **details) -> None:
+    """Submission (once), the review report's digest, and the decision, in the site's audit log."""
+    import hashlib
+
+    if audit is None:
+        return
+    if not any(e.get("request") == info.id and e["event"] == "submitted" for e in audit.entries()):
+        audit.append("submitted", request=info.id, function=info.function, researcher=info.researcher,
+                     submitted=info.submitted, code_sha256=hashlib.sha256(info.code.encode()).hexdigest(),
+                     plan=info.plan)
+    audit.append("reviewed", request=info.id, risk=report.risk, report_sha256=report.digest(),
+                 epsilon_cost=report.epsilon_cost)
+    audit.append(decision, request=info.id, function=info.function, by=_who(client), **details)
+
+
+def _who(client) -> str:
+    try:
+        return str(client.account.email)
+    except Exception:  # noqa: BLE001 - an identity is best effort; the decision itself is recorded
+        return "unknown"
+
+
+def approve_request(client, request_id: str, *, ledger=None, audit=None) -> RequestInfo:
+    """Approve a pending request; its code may then run on the private data.
+
+    With the site's ``ledger``, a training request whose planned epsilon (computed from its
+    pinned DP parameters, not taken from the researcher) does not fit the dataset's
+    remaining budget is refused.
+    """
     from datasites.quiet import quiet
+
+    from .code_review import review_code
+    from .ledger import BudgetExceeded
 
     request = _find(client, request_id)
     _check_pending(request)
+    info = _info(request)
+    report = review_code(info.code, plan=info.plan, data_params=set(info.data_params) or None)
+    if ledger is not None and report.dp is not None:  # it trains with DP: it must fit the budget
+        cost = report.epsilon_cost
+        if cost is None:
+            raise ReviewError("the request's study plan has incomplete DP parameters; deny it with a reason")
+        try:
+            ledger.check(info.plan.get("dataset", ""), cost)
+        except BudgetExceeded as exc:
+            raise ReviewError(f"cannot approve {info.function}: {exc}") from exc
     with quiet():
         result = request.approve()
     if type(result).__name__ == "SyftError":
         raise ReviewError(f"approval failed: {result}")
+    _record(audit, client, info, report, "approved")
     return get_request(client, request_id)
 
 
-def deny_request(client, request_id: str, *, reason: str) -> RequestInfo:
+def deny_request(client, request_id: str, *, reason: str, audit=None) -> RequestInfo:
     """Deny a pending request; ``reason`` is required and shown to the researcher."""
     from datasites.quiet import quiet
+
+    from .code_review import review_code
 
     if not reason or not reason.strip():
         raise ReviewError("a denial needs a reason the researcher can act on")
     request = _find(client, request_id)
     _check_pending(request)
+    info = _info(request)
     with quiet():
         result = request.deny(reason=reason.strip())
     if type(result).__name__ == "SyftError":
         raise ReviewError(f"denial failed: {result}")
+    report = review_code(info.code, plan=info.plan, data_params=set(info.data_params) or None)
+    _record(audit, client, info, report, "denied", reason=reason.strip())
     return get_request(client, request_id)
 
 
+
+
+def review_request(client, request_id: str, *, site_policy=None, budget_remaining: float | None = None):
+    """The automatic review report (``syft_policies.review_code``) of a request on this site."""
+    from .code_review import review_code
+
+    info = get_request(client, request_id)
+    return review_code(info.code, site_policy=site_policy, plan=info.plan,
+                       data_params=set(info.data_params) or None, budget_remaining=budget_remaining)

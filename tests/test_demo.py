@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from federation.demo import DENIAL_REASON, format_summary, run_demo
 
 
@@ -19,8 +21,13 @@ def test_demo_runs_the_study_and_writes_results(tmp_path):
     for name in ("roc_curves.png", "auroc_per_round.png", "site_distributions.png"):
         assert (results / name).read_bytes()[:4] == b"\x89PNG"
     (denied,) = on_disk["denied"].values()
-    assert denied["status"] == "denied" and denied["reason"] == DENIAL_REASON
+    assert denied["status"] == "denied" and denied["reason"].startswith(DENIAL_REASON)
+    assert "R004" in denied["reason"] and "head" in denied["reason"]  # the automatic review's finding
+    for site, budget in on_disk["budget"].items():  # each site's ledger paid exactly the study's epsilon
+        assert budget["remaining"] == pytest.approx(20.0 - on_disk["epsilon"]["per_site"][site], abs=1e-6)
     assert "federated DP-SGD" in format_summary(summary)
+    for site, audit in on_disk["audit"].items():  # submissions, reviews, decisions, every execution
+        assert audit["verified"] and audit["entries"] >= 2 * 3 + 2 * 2, (site, audit)
     again = run_demo(tmp_path, n_patients=600, seed=3, rounds=2, results=results, echo=lambda *_: None,
                      progress=False)  # re-runnable on the same home: fresh sites, same data, same numbers
     assert again["auroc"]["federated_dp"] == summary["auroc"]["federated_dp"]

