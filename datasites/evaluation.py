@@ -12,14 +12,15 @@ from __future__ import annotations
 import numpy as np
 
 from .cohort_asset import check_frame, split_rows
-from .jobstate import output_digest, site_audit, study_state
+from .jobstate import check_approval, output_digest, site_audit, study_state
 from .models import build_model, model_inputs, set_weights
 
 __all__ = ["evaluate", "site_metrics", "predict", "auroc", "THRESHOLDS", "MIN_CELL"]
 
 MIN_CELL = 10
-# 801 thresholds, evenly spaced in logit space: fine where DP models put their scores.
-THRESHOLDS = 1 / (1 + np.exp(-np.linspace(-8, 8, 801)))
+# 241 thresholds, evenly spaced in logit space (0.05 apart): fine where DP models put their
+# scores, and short enough for the release policy (no list longer than 256 leaves a site).
+THRESHOLDS = 1 / (1 + np.exp(-np.linspace(-6, 6, 241)))
 
 
 def predict(model_name: str, weights: dict, inputs: np.ndarray, *, seed: int = 0) -> np.ndarray:
@@ -96,6 +97,7 @@ def evaluate(cohort, weights: dict, plan: dict) -> dict:
     """Metrics of the global ``weights`` (plus this site's local layers, if the study keeps
     any) on this hospital's held-out split. Aggregates only."""
     cohort = check_frame(cohort)
+    check_approval(str(cohort["site_uid"].iloc[0]), plan["study"])
     test = split_rows(cohort, "test")
     inputs, labels = model_inputs(test, plan["model"])
     weights = dict(weights)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["register_site", "site_directory", "site_ledger", "site_audit", "output_digest", "study_state", "StudyState", "LEDGER_FILE"]
+__all__ = ["register_site", "site_directory", "site_ledger", "site_audit", "output_digest", "check_approval", "study_state", "StudyState", "LEDGER_FILE"]
 
 LEDGER_FILE = "ledger.sqlite"
 
@@ -64,6 +64,15 @@ def output_digest(value) -> str:
 
     feed(value)
     return h.hexdigest()
+
+
+def check_approval(uid: str, study: str) -> None:
+    """Refuse to run a study whose approval at this site has expired (governance metadata)."""
+    from syft_policies.governance import GOVERNANCE_FILE, GovernanceStore
+
+    directory = site_directory(uid)
+    if directory is not None:
+        GovernanceStore(directory / GOVERNANCE_FILE).check_study(study)
 
 
 def site_ledger(uid: str):

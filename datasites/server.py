@@ -153,6 +153,12 @@ class SiteHandle:
 
         return AuditLog(self.site_dir / AUDIT_FILE)
 
+    def governance(self):
+        """This site's approval metadata (``syft_policies.governance.GovernanceStore``)."""
+        from syft_policies.governance import GOVERNANCE_FILE, GovernanceStore
+
+        return GovernanceStore(self.site_dir / GOVERNANCE_FILE)
+
     def stop(self) -> None:
         if self.mode == "http":
             stop_site(self.spec, self.site_dir.parent)

@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 
 from .cohort_asset import check_frame, split_rows
-from .jobstate import output_digest, site_audit, site_ledger, study_state
+from .jobstate import check_approval, output_digest, site_audit, site_ledger, study_state
 from .models import build_model, get_weights, model_inputs, set_weights
 
 __all__ = ["dp_train", "fit", "PLAN_KEYS"]
@@ -154,6 +154,7 @@ def dp_train(cohort, weights: dict, plan: dict) -> dict:
     inputs, labels = model_inputs(train, plan["model"])
     local = tuple(plan["local_layers"])
     site_uid = str(cohort["site_uid"].iloc[0])
+    check_approval(site_uid, plan["study"])
     with study_state(site_uid, plan["study"]) as state:
         if state.rounds_done >= plan["rounds"]:
             raise PermissionError(f"study {plan['study']} planned {plan['rounds']} rounds and all have run here")

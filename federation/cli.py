@@ -174,16 +174,27 @@ def review_show(request_id: str, site: str = typer.Option(..., "--site", "-s"), 
 
 
 @review_app.command("approve")
-def review_approve(request_id: str, site: str = typer.Option(..., "--site", "-s"), home: Path = HomeOpt):
-    """Approve a pending request (a training request must fit the dataset's privacy budget)."""
+def review_approve(request_id: str, site: str = typer.Option(..., "--site", "-s"), home: Path = HomeOpt,
+                   purpose: str = typer.Option(..., help="What the data will be used for."),
+                   irb: str = typer.Option("", help="IRB / ethics approval reference."),
+                   dua: str = typer.Option("", help="Data-use agreement reference (if no IRB)."),
+                   expires: str = typer.Option("", help="Last day the approval holds (YYYY-MM-DD)."),
+                   two_person: bool = typer.Option(False, "--two-person",
+                                                   help="Require a second, different officer to approve too.")):
+    """Approve a pending request with its governance metadata (a training request must fit
+    the dataset's privacy budget)."""
     from syft_policies import ReviewError, approve_request
+    from syft_policies.governance import GOVERNANCE_FILE, GovernanceStore
 
+    spec = _one(site)
     try:
         info = approve_request(_officer(site, home), request_id, ledger=_ledger(site, home)[1],
-                               audit=_audit(site, home))
+                               audit=_audit(site, home), governance=GovernanceStore(home / spec.name / GOVERNANCE_FILE),
+                               purpose=purpose, irb=irb, dua=dua, expires=expires, two_person=two_person)
     except ReviewError as exc:
         raise typer.BadParameter(str(exc), param_hint="REQUEST_ID")
-    typer.echo(f"approved {info.id[:8]} ({info.function})")
+    typer.echo(f"{'approved' if info.status == 'approved' else 'first approval recorded, a second officer must approve'}"
+               f" {info.id[:8]} ({info.function})")
 
 
 @review_app.command("deny")

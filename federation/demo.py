@@ -33,13 +33,22 @@ DEFAULT_PATIENTS = 4000
 DENIAL_REASON = ("returns row-level patient data (patients.head); only aggregated, "
                  "small-cell-suppressed outputs may leave this hospital")
 EPSILON_CEILING = 8.0  # what the demo's compliance officers accept per study
+DEMO_IRB = "IRB-DEMO-2026-001"
+
+
+def _in_days(days: int) -> str:
+    import datetime as dt
+
+    return (dt.date.today() + dt.timedelta(days=days)).isoformat()
 
 
 def _fresh_datasites(specs, home: Path) -> None:
     """The demo starts from empty datasites each run (generated data is kept)."""
     for spec in specs:
         stop_site(spec, home)
-        for name in ("db", "blob", "jobs", "site.json", "signing_key", "secrets.json"):
+        for name in ("db", "blob", "jobs", "site.json", "signing_key", "secrets.json", "ledger.sqlite",
+                     "ledger.sqlite-wal", "ledger.sqlite-shm", "audit.jsonl", "audit.head", "audit.lock",
+                     "approvals.json"):
             path = home / spec.name / name
             if path.is_dir():
                 shutil.rmtree(path)
@@ -63,11 +72,12 @@ def _rows_request(ds, dataset: str):
 def _officer_reviews(site, echo) -> None:
     """The compliance officer follows the automatic review: approves low-risk requests
     (checked against the dataset's privacy budget), denies the rest with the findings."""
-    officer, ledger, audit = site.officer(), site.ledger(), site.audit()
+    officer, ledger, audit, governance = site.officer(), site.ledger(), site.audit(), site.governance()
     for req in list_requests(officer, status="pending"):
         report = review_request(officer, req.id, budget_remaining=ledger.remaining(site.spec.dataset_name))
         if report.risk == "low":
-            approve_request(officer, req.id, ledger=ledger, audit=audit)
+            approve_request(officer, req.id, ledger=ledger, audit=audit, governance=governance, irb=DEMO_IRB,
+                            purpose="early warning of sepsis in adult ICU stays", expires=_in_days(90))
             echo(f"  {site.spec.name:<16} approved {req.function} (review: low risk"
                  + (f", epsilon {report.epsilon_cost:.2f} of {report.budget_before:.1f} left)"
                     if report.epsilon_cost is not None else ")"))

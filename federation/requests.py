@@ -57,8 +57,11 @@ def fetch_result(client, function: str, **inputs: Any) -> Any:
     status = request_status(client, function)
     if status.status != "approved":
         raise NotApproved(status.site, function, status.status, status.reason)
-    with quiet():
-        result = getattr(client.code, function)(**inputs)
+    try:
+        with quiet():
+            result = getattr(client.code, function)(**inputs)
+    except Exception as exc:  # Syft raises for errors in the code and for its policies' refusals
+        raise RuntimeError(f"{function} at {status.site} failed: {exc}") from exc
     if type(result).__name__ == "SyftError" or isinstance(result, Exception):
         raise RuntimeError(f"{function} at {status.site} failed: {result}")
     return result.get() if hasattr(result, "get") else result

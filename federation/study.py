@@ -136,14 +136,15 @@ class Study:
 
     def _syft_function(self, site: str, body, name: str, limit: int):
         import syft as sy
-        from syft.service.policy.policy import OutputPolicyExecuteCount
+
+        from syft_policies.release import ReleasePolicy
 
         client = self.clients[site]
         with quiet():
             return sy.syft_function(
                 input_policy=sy.MixedInputPolicy(client=client, cohort=self._asset(site),
                                                  plan=sy.Constant(val=self.plan.job_plan()), weights=dict),
-                output_policy=OutputPolicyExecuteCount(limit=limit), name=name)(body)
+                output_policy=ReleasePolicy(limit=limit), name=name)(body)
 
     # -- approval ------------------------------------------------------------------------
     def submit(self) -> None:

@@ -131,12 +131,15 @@ def _who(client) -> str:
         return "unknown"
 
 
-def approve_request(client, request_id: str, *, ledger=None, audit=None) -> RequestInfo:
+def approve_request(client, request_id: str, *, ledger=None, audit=None, governance=None, purpose: str = "",
+                    irb: str = "", dua: str = "", expires: str = "", two_person: bool = False) -> RequestInfo:
     """Approve a pending request; its code may then run on the private data.
 
     With the site's ``ledger``, a training request whose planned epsilon (computed from its
     pinned DP parameters, not taken from the researcher) does not fit the dataset's
-    remaining budget is refused.
+    remaining budget is refused. With the site's ``governance`` store, the approval must
+    name an IRB or DUA reference and a purpose, may expire, and with ``two_person`` takes
+    two different compliance officers (the first approval leaves the request pending).
     """
     from datasites.quiet import quiet
 
@@ -155,12 +158,45 @@ def approve_request(client, request_id: str, *, ledger=None, audit=None) -> Requ
             ledger.check(info.plan.get("dataset", ""), cost)
         except BudgetExceeded as exc:
             raise ReviewError(f"cannot approve {info.function}: {exc}") from exc
+    approval = None
+    if governance is not None:
+        approval = _governed(governance, client, info, purpose=purpose, irb=irb, dua=dua, expires=expires,
+                             two_person=two_person)
+        if not approval.complete:
+            governance.put(approval)
+            _record(audit, client, info, report, "co-sign-needed", approvers=approval.approvers,
+                    irb=approval.irb, dua=approval.dua, purpose=approval.purpose, expires=approval.expires)
+            return get_request(client, request_id)
     with quiet():
         result = request.approve()
     if type(result).__name__ == "SyftError":
         raise ReviewError(f"approval failed: {result}")
-    _record(audit, client, info, report, "approved")
+    details = {}
+    if approval is not None:
+        governance.put(approval)
+        details = {"approvers": approval.approvers, "irb": approval.irb, "dua": approval.dua,
+                   "purpose": approval.purpose, "expires": approval.expires}
+    _record(audit, client, info, report, "approved", **details)
     return get_request(client, request_id)
+
+
+def _governed(governance, client, info: RequestInfo, *, purpose, irb, dua, expires, two_person):
+    from .governance import Approval
+
+    who = _who(client)
+    pending = governance.get(info.id)
+    if pending is not None and not pending.complete:
+        if who in pending.approvers:
+            raise ReviewError(f"two-person rule: {who} already approved {info.function}; a second, different "
+                              "compliance officer must approve it")
+        pending.approvers.append(who)
+        return pending
+    try:
+        return Approval(request=info.id, function=info.function, purpose=purpose, irb=irb, dua=dua,
+                        expires=expires, study=(info.plan or {}).get("study", ""), approvers=[who],
+                        required=2 if two_person else 1)
+    except ValueError as exc:
+        raise ReviewError(f"cannot approve {info.function}: {exc}") from exc
 
 
 def deny_request(client, request_id: str, *, reason: str, audit=None) -> RequestInfo:

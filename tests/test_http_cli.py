@@ -77,7 +77,8 @@ def test_http_sites_review_cli_and_restart(http_site):
     assert "cohort_summary" in shown and spec.researchers[0].email in shown and "LOW risk" in shown
     assert "HIGH risk" in _cli("review", "show", bad_id[:10], "--site", spec.name, env=env)
     assert f"budget epsilon {spec.epsilon_budget:g}, spent 0.000" in _cli("budget", "show", "--site", spec.name, env=env)
-    assert "approved" in _cli("review", "approve", ok_id, "--site", spec.name, env=env)
+    assert "approved" in _cli("review", "approve", ok_id, "--site", spec.name, "--irb", "IRB-2026-9",
+                              "--purpose", "sepsis prevalence", env=env)
     _cli("review", "deny", bad_id[:8], "--site", spec.name, "--reason", "row-level output", env=env)
 
     result = fetch_result(ds, "http_summary", patients=assets["patients"], encounters=assets["encounters"],
@@ -86,7 +87,7 @@ def test_http_sites_review_cli_and_restart(http_site):
     assert request_status(ds, "http_rows").reason == "row-level output"
     assert "pending" not in _cli("review", "list", "--site", spec.name, env=env).replace("no pending", "")
     audit = _cli("audit", "show", "--site", spec.name, env=env)
-    assert "approved" in audit and "denied" in audit and "row-level output" in audit
+    assert "approved" in audit and "denied" in audit and "row-level output" in audit and "IRB-2026-9" in audit
     assert "intact: 6 entries" in _cli("audit", "verify", "--site", spec.name, env=env)
 
     assert "stopped" in _cli("sites", "down", env=env)

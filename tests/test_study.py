@@ -11,7 +11,8 @@ import pytest
 from opacus.accountants import RDPAccountant
 from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 
-from federation import Study, StudyPlan, StudyStopped, RoundRefused
+from datasites.quiet import quiet
+from federation import RoundRefused, Study, StudyPlan, StudyStopped
 from syft_policies import ReviewError, approve_request, deny_request, list_requests
 
 TRAIN_KEYS = {"round", "weights", "num_samples", "epsilon", "delta", "accountant", "budget_remaining", "metrics"}
@@ -88,8 +89,10 @@ def test_epsilon_matches_an_independent_accountant_and_rounds_are_capped(network
     assert _site_state(network, site, "eps-cap") == before  # nothing trained, nothing spent
 
     # what the researcher receives: weights shaped like the model, scalars, no per-patient arrays
-    reply = study.evaluate(site, result.weights)
+    reply = result.evaluations[site]
     assert reply["n"] >= 10 and 0 <= reply["auroc"] <= 1
+    with pytest.raises(RuntimeError, match="Output policy is not valid"):  # Syft enforces the count too
+        study.evaluate(site, result.weights)
     assert all(b["n"] is None or b["n"] >= 10 for b in reply["calibration"])
 
 
@@ -170,3 +173,48 @@ def test_the_site_budget_is_debited_and_then_refuses_runs_and_approvals(network,
     assert _site_state(network, "lyon-chu", "budget") == before
     assert ledger.remaining("icu-sepsis") == pytest.approx(1e-6, abs=1e-9)
     ledger.set_budget("icu-sepsis", 1e9)  # leave the shared site usable for other tests
+
+
+def test_governed_approval_two_person_rule_and_expiry(network, tmp_path):
+    import datetime as dt
+
+    from syft.service.user.user_roles import ServiceRole
+
+    _, sites = network
+    site = sites["boston-general"]
+    admin = site.admin()
+    email = "second.officer@boston-general.example"
+    if email not in [u.email for u in admin.users]:
+        with quiet():
+            admin.register(name="Second Officer", email=email, password="a-second-officer-pw-7f3",
+                           password_verify="a-second-officer-pw-7f3", institution="boston-general")
+        uid = [u for u in admin.users if u.email == email][0].id
+        admin.users.update(uid=uid, role=ServiceRole.DATA_OWNER)
+    first, second = site.officer(), site.login(email, "a-second-officer-pw-7f3")
+    governance, audit = site.governance(), site.audit()
+
+    study = _study(network, tmp_path, study="governed", rounds=2, epsilon=2.0, sites=["boston-general"])
+    pending = {r.function: r.id for r in list_requests(first, status="pending")}
+    with pytest.raises(ReviewError, match="IRB approval or data-use agreement"):
+        approve_request(first, pending["governed_train"], governance=governance, purpose="sepsis model")
+    terms = dict(governance=governance, audit=audit, irb="IRB-2026-117", purpose="sepsis early warning",
+                 expires=(dt.date.today() + dt.timedelta(days=30)).isoformat(), two_person=True)
+    for rid in pending.values():
+        assert approve_request(first, rid, **terms).status == "pending"  # one signature is not enough
+        with pytest.raises(ReviewError, match="two-person rule"):
+            approve_request(first, rid, **terms)
+        assert approve_request(second, rid, **terms).status == "approved"
+    record = governance.get(pending["governed_train"])
+    assert record.complete and len(set(record.approvers)) == 2 and record.irb == "IRB-2026-117"
+    events = [e for e in audit.entries() if e.get("request") == pending["governed_train"]]
+    assert [e["event"] for e in events] == ["submitted", "reviewed", "co-sign-needed", "reviewed", "approved"]
+    assert events[-1]["irb"] == "IRB-2026-117" and len(events[-1]["approvers"]) == 2
+
+    study.run(rounds=1)
+    record.expires = (dt.date.today() - dt.timedelta(days=1)).isoformat()  # time passes
+    governance.put(record)
+    before = _site_state(network, "boston-general", "governed")
+    with pytest.raises(RuntimeError):
+        study.run()
+    assert _site_state(network, "boston-general", "governed") == before  # nothing ran after expiry
+    assert audit.verify().ok
