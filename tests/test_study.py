@@ -12,7 +12,7 @@ from opacus.accountants import RDPAccountant
 from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 
 from datasites.quiet import quiet
-from federation import RoundRefused, Study, StudyPlan, StudyStopped
+from federation import RoundRefused, Study, StudyPlan, StudyStopped, request_status
 from syft_policies import ReviewError, approve_request, deny_request, list_requests
 
 TRAIN_KEYS = {"round", "weights", "num_samples", "epsilon", "delta", "accountant", "budget_remaining", "metrics"}
@@ -218,3 +218,19 @@ def test_governed_approval_two_person_rule_and_expiry(network, tmp_path):
         study.run()
     assert _site_state(network, "boston-general", "governed") == before  # nothing ran after expiry
     assert audit.verify().ok
+
+
+def test_a_restart_keeps_ledger_approvals_and_audit_chain(network):
+    from datasites import start_site
+
+    home, sites = network
+    old = sites["boston-general"]
+    ledger, governance, audit = old.ledger(), old.governance(), old.audit()
+    left, approvals, entries = ledger.remaining("icu-sepsis"), governance._load(), audit.entries()
+    assert approvals and entries  # the governed study above left its marks here
+    old.stop()
+    sites["boston-general"] = new = start_site(old.spec, home)
+    assert new.ledger().remaining("icu-sepsis") == left
+    assert new.governance()._load() == approvals
+    assert new.audit().entries() == entries and new.audit().verify().ok
+    assert request_status(new.researcher(), "governed_train").status == "approved"
