@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 __all__ = ["review_code", "ReviewReport", "Finding", "SitePolicy", "planned_epsilon"]
 
 VETTED_JOBS = {"datasites.training": {"dp_train"}, "datasites.evaluation": {"evaluate"},
-               "datasites.jobs": {"cohort_summary"}}
+               "datasites.jobs": {"cohort_summary", "budget_status"}}
 SAFE_MODULES = {"numpy", "pandas", "math", "statistics", "collections", "itertools", "functools"}
 DANGEROUS_MODULES = {"os", "sys", "subprocess", "socket", "urllib", "http", "requests", "httpx", "ftplib",
                      "smtplib", "shutil", "pathlib", "io", "tempfile", "ctypes", "importlib", "builtins",

@@ -74,3 +74,24 @@ def test_release_policy_checks_without_syft():
                  {"id": "123-45-6789"}, ["0b9a2d1e-3c4f-4a5b-9c8d-7e6f5a4b3c2d"]):
         with pytest.raises(Exception, match="release policy"):
             policy.apply_to_output(None, leak)
+
+
+def test_researcher_sees_the_remaining_budget_through_a_vetted_job(site):
+    from syft_policies import review_code
+
+    ds = site.researcher()
+    cohort = {a.name: a for a in ds.datasets[site.spec.dataset_name].assets}["sepsis_cohort"]
+    with quiet():
+        @sy.syft_function(input_policy=sy.ExactMatch(cohort=cohort), output_policy=ReleasePolicy(limit=5))
+        def my_budget(cohort):
+            from datasites.jobs import budget_status
+            return budget_status(cohort, dataset="icu-sepsis")
+    submit_request(ds, my_budget)
+    officer = site.officer()
+    (req,) = [r for r in list_requests(officer, status="pending") if r.function == "my_budget"]
+    assert review_code(req.code).risk == "low"
+    approve_request(officer, req.id)
+    status = fetch_result(ds, "my_budget", cohort=cohort)
+    ledger = site.ledger()
+    assert status["budget"] == ledger.budget("icu-sepsis") == site.spec.epsilon_budget
+    assert status["remaining"] == pytest.approx(ledger.remaining("icu-sepsis"), abs=1e-6)
