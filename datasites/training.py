@@ -20,7 +20,7 @@ from .cohort_asset import check_frame, split_rows
 from .jobstate import check_approval, output_digest, site_audit, site_ledger, study_state
 from .models import build_model, get_weights, model_inputs, set_weights
 
-__all__ = ["dp_train", "fit", "PLAN_KEYS"]
+__all__ = ["dp_train", "fit", "PLAN_KEYS", "schedule", "epsilon_spent"]
 
 PLAN_KEYS = ("study", "dataset", "model", "rounds", "local_epochs", "lr", "sample_rate", "noise_multiplier",
              "max_grad_norm", "epsilon", "delta", "prox_mu", "local_layers", "seed")
@@ -56,7 +56,7 @@ def fit(model, inputs: np.ndarray, labels: np.ndarray, *, epochs: int, sample_ra
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     data = torch.utils.data.TensorDataset(torch.from_numpy(inputs), torch.from_numpy(labels))
-    steps_per_epoch = max(1, round(1 / sample_rate))
+    steps_per_epoch, rate = schedule(sample_rate)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     private = noise_multiplier is not None
     if private:
@@ -69,7 +69,7 @@ def fit(model, inputs: np.ndarray, labels: np.ndarray, *, epochs: int, sample_ra
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
             engine = PrivacyEngine(accountant="rdp", secure_mode=False)
         engine.accountant.history = [tuple(h) for h in (accountant or [])]
-        loader = DPDataLoader(data, sample_rate=1 / steps_per_epoch, generator=generator)
+        loader = DPDataLoader(data, sample_rate=rate, generator=generator)
         trained, optimizer, loader = engine.make_private(
             module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=noise_multiplier,
             max_grad_norm=max_grad_norm, poisson_sampling=False)
@@ -118,8 +118,15 @@ def _check_plan(plan: dict) -> None:
         raise ValueError(f"sample_rate must be in (0, 1], got {plan['sample_rate']}")
 
 
+def schedule(sample_rate: float) -> tuple[int, float]:
+    """Steps per epoch and the sampling rate the accountant sees: every epoch is k Poisson
+    steps at rate exactly 1/k (Opacus' DPDataLoader takes int(1/rate) steps)."""
+    steps = max(1, round(1 / sample_rate))
+    return steps, 1 / steps
+
+
 @functools.lru_cache(maxsize=256)
-def _epsilon(history: tuple, delta: float) -> float:
+def epsilon_spent(history: tuple, delta: float) -> float:
     """Epsilon of an RDP accountant history (pure, so cached: sites of one study share it)."""
     from opacus.accountants import RDPAccountant
 
@@ -158,10 +165,10 @@ def dp_train(cohort, weights: dict, plan: dict) -> dict:
     with study_state(site_uid, plan["study"]) as state:
         if state.rounds_done >= plan["rounds"]:
             raise PermissionError(f"study {plan['study']} planned {plan['rounds']} rounds and all have run here")
-        steps = plan["local_epochs"] * max(1, round(1 / plan["sample_rate"]))
+        per_epoch, rate = schedule(plan["sample_rate"])
         projected = [tuple(h) for h in state.accountant] + [
-            (plan["noise_multiplier"], 1 / max(1, round(1 / plan["sample_rate"])), steps)]
-        epsilon_after = _epsilon(_history_key(projected), plan["delta"])
+            (plan["noise_multiplier"], rate, plan["local_epochs"] * per_epoch)]
+        epsilon_after = epsilon_spent(_history_key(projected), plan["delta"])
         if epsilon_after > plan["epsilon"] * (1 + 1e-6):
             raise PermissionError(f"another round would exceed this study's epsilon={plan['epsilon']} "
                                   f"at delta={plan['delta']}")
@@ -182,7 +189,7 @@ def dp_train(cohort, weights: dict, plan: dict) -> dict:
         new = get_weights(model)
         state.accountant = [tuple(h) for h in run["accountant"]]
         if _merged(state.accountant) != _merged(projected):  # e.g. a step skipped: recompute
-            epsilon_after = _epsilon(_history_key(state.accountant), plan["delta"])
+            epsilon_after = epsilon_spent(_history_key(state.accountant), plan["delta"])
         state.epsilon = epsilon_after
         state.local_layers = {k: v for k, v in new.items() if k.startswith(local)} if local else {}
         state.rounds_done += 1

@@ -15,6 +15,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 
 from datasites.models import MODELS
+from datasites.training import schedule
 
 from .strategy import make_strategy
 
@@ -100,7 +101,7 @@ class StudyPlan:
 
     @property
     def steps_per_round(self) -> int:
-        return self.local_epochs * max(1, round(1 / self.sample_rate))
+        return self.local_epochs * schedule(self.sample_rate)[0]
 
     @property
     def total_steps(self) -> int:
@@ -110,7 +111,7 @@ class StudyPlan:
         from opacus.accountants.utils import get_noise_multiplier
 
         return float(get_noise_multiplier(target_epsilon=self.epsilon, target_delta=self.delta,
-                                          sample_rate=1 / max(1, round(1 / self.sample_rate)),
+                                          sample_rate=schedule(self.sample_rate)[1],
                                           steps=self.total_steps, accountant="rdp", epsilon_tolerance=0.005))
 
     def planned_epsilon(self, rounds: int | None = None) -> float:

@@ -280,14 +280,12 @@ class _Reviewer(ast.NodeVisitor):
 
 def planned_epsilon(plan: dict) -> float | None:
     """Epsilon a study plan spends at a site over all its rounds (Opacus RDP), or None."""
-    from opacus.accountants import RDPAccountant
+    from datasites.training import epsilon_spent, schedule
 
     try:
-        steps_per_round = plan["local_epochs"] * max(1, round(1 / plan["sample_rate"]))
-        accountant = RDPAccountant()
-        accountant.history = [(plan["noise_multiplier"], 1 / max(1, round(1 / plan["sample_rate"])),
-                               plan["rounds"] * steps_per_round)]
-        return float(accountant.get_epsilon(plan["delta"]))
+        per_epoch, rate = schedule(plan["sample_rate"])
+        steps = plan["rounds"] * plan["local_epochs"] * per_epoch
+        return epsilon_spent(((float(plan["noise_multiplier"]), rate, steps),), plan["delta"])
     except (KeyError, TypeError, ZeroDivisionError, ValueError):
         return None
 
