@@ -6,7 +6,7 @@ below ``min_cell`` are suppressed (None), never exact small numbers or rows.
 
 from __future__ import annotations
 
-__all__ = ["cohort_summary", "budget_status"]
+__all__ = ["cohort_summary"]
 
 SEPSIS_CODES = ("91302008", "76571007")  # SNOMED-CT sepsis, septic shock
 ICU_ADMISSION = "305351004"
@@ -33,18 +33,3 @@ def cohort_summary(patients, encounters, conditions, *, min_cell: int = 10) -> d
         "mean_age": round(float(ages.mean()), 1) if n >= min_cell else None,
         "min_cell": min_cell,
     }
-
-
-def budget_status(cohort, *, dataset: str = "icu-sepsis") -> dict:
-    """This hospital's privacy budget for ``dataset``: total, spent and remaining epsilon.
-
-    Lets a researcher see what is left before planning a study; reveals no patient data.
-    """
-    from .cohort_asset import check_frame
-    from .jobstate import site_ledger
-
-    ledger = site_ledger(str(check_frame(cohort)["site_uid"].iloc[0]))
-    if ledger is None:
-        return {"dataset": dataset, "budget": None, "spent": 0.0, "remaining": None, "note": "mock: no ledger"}
-    return {"dataset": dataset, "budget": ledger.budget(dataset), "spent": round(ledger.spent(dataset), 6),
-            "remaining": round(ledger.remaining(dataset), 6)}

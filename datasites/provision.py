@@ -35,6 +35,33 @@ def _register(admin, account, password: str, role=None) -> None:
         admin.users.update(uid=existing[account.email].id, role=ServiceRole.DATA_SCIENTIST)
 
 
+BUDGET_ENDPOINT = "medsyft.budget"
+
+
+def _add_budget_endpoint(admin, site_uid: str) -> None:
+    """``medsyft.budget``: any signed-in user reads the privacy budget left to them, no approval needed.
+
+    It returns the ledger's statement (numbers about the budget, never data); the
+    researcher side calls it through ``federation.remaining_budget``.
+    """
+    import syft as sy
+
+    if any(e.path == BUDGET_ENDPOINT for e in admin.custom_api.api_endpoints()):
+        return
+
+    @sy.api_endpoint(path=BUDGET_ENDPOINT, settings={"site_uid": site_uid},
+                     description="The privacy budget (epsilon) of this site's datasets left to you.")
+    def budget(context) -> list:
+        from datasites.jobstate import site_ledger
+
+        ledger = site_ledger(context.settings["site_uid"])
+        return [] if ledger is None else ledger.statement(researcher=str(context.user.email))
+
+    result = admin.custom_api.add(endpoint=budget)
+    if type(result).__name__ == "SyftError":
+        raise RuntimeError(f"could not add the {BUDGET_ENDPOINT} endpoint: {result}")
+
+
 def provision(server, spec: HospitalSpec, site_dir: Path) -> None:
     """Make the datasite match the spec: no guest sign-up, officer and researcher
     accounts with their roles, and the dataset with private data plus its mock twin.
@@ -57,6 +84,7 @@ def provision(server, spec: HospitalSpec, site_dir: Path) -> None:
         _register(admin, spec.compliance_officer, passwords[spec.compliance_officer.email], ServiceRole.DATA_OWNER)
         for r in spec.researchers:
             _register(admin, r, passwords[r.email])
+        _add_budget_endpoint(admin, server.id.no_dash)
         if spec.dataset_name in [d.name for d in admin.datasets]:
             return
     private = load_synthea(private_dir(home, spec.name))

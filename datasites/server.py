@@ -34,28 +34,6 @@ def _silence_syft() -> None:
             logging.getLogger(name).setLevel(logging.CRITICAL + 10)
 
 
-def _skip_walking_bytes() -> None:
-    """Syft 0.9.5 walks every service result element by element to attach attributes to
-    Syft objects inside it, including ``bytes`` (each blob read: a Python-level loop over
-    every byte of a serialised asset, seconds per job call). Bytes and strings cannot hold
-    Syft objects, so skipping them changes nothing but the time."""
-    import syft.service.service as service
-    import syft.types.syft_object as syft_object
-
-    walk = syft_object.attach_attribute_to_syft_object
-    if getattr(walk, "_medsyft", False):
-        return
-
-    def attach(result, attr_dict):
-        if isinstance(result, (bytes, bytearray, memoryview, str)):
-            return None
-        return walk(result, attr_dict)
-
-    attach._medsyft = True
-    syft_object.attach_attribute_to_syft_object = attach
-    service.attach_attribute_to_syft_object = attach
-
-
 def open_datasite(spec: HospitalSpec, site_dir: Path):
     """Construct the Syft ``Datasite`` for this spec, persisted in ``site_dir``."""
     import syft  # noqa: F401  (registers serialisers)
@@ -66,7 +44,9 @@ def open_datasite(spec: HospitalSpec, site_dir: Path):
     from syft.types.uid import UID
 
     _silence_syft()
-    _skip_walking_bytes()
+    from .syft_patches import apply as patch_syft
+
+    patch_syft()
     site_dir.mkdir(parents=True, exist_ok=True)
     ident = site_dir / "site.json"
     key_file = site_dir / "signing_key"

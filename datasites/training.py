@@ -16,6 +16,8 @@ import warnings
 
 import numpy as np
 
+from syft_policies.refusals import Refused
+
 from .cohort_asset import check_frame, split_rows
 from .jobstate import check_approval, output_digest, site_audit, site_ledger, study_state
 from .models import build_model, get_weights, model_inputs, set_weights
@@ -164,13 +166,13 @@ def dp_train(cohort, weights: dict, plan: dict) -> dict:
     check_approval(site_uid, plan["study"])
     with study_state(site_uid, plan["study"]) as state:
         if state.rounds_done >= plan["rounds"]:
-            raise PermissionError(f"study {plan['study']} planned {plan['rounds']} rounds and all have run here")
+            raise Refused(f"study {plan['study']} planned {plan['rounds']} rounds and all have run here")
         per_epoch, rate = schedule(plan["sample_rate"])
         projected = [tuple(h) for h in state.accountant] + [
             (plan["noise_multiplier"], rate, plan["local_epochs"] * per_epoch)]
         epsilon_after = epsilon_spent(_history_key(projected), plan["delta"])
         if epsilon_after > plan["epsilon"] * (1 + 1e-6):
-            raise PermissionError(f"another round would exceed this study's epsilon={plan['epsilon']} "
+            raise Refused(f"another round would exceed this study's epsilon={plan['epsilon']} "
                                   f"at delta={plan['delta']}")
         debited = epsilon_after - state.epsilon
         ledger = site_ledger(site_uid)

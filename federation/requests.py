@@ -8,7 +8,7 @@ from typing import Any
 from datasites.quiet import quiet
 from syft_policies.review import status_name
 
-__all__ = ["RequestStatus", "submit_request", "request_status", "fetch_result", "NotApproved"]
+__all__ = ["RequestStatus", "submit_request", "request_status", "fetch_result", "NotApproved", "remaining_budget"]
 
 
 class NotApproved(RuntimeError):
@@ -65,3 +65,19 @@ def fetch_result(client, function: str, **inputs: Any) -> Any:
     if type(result).__name__ == "SyftError" or isinstance(result, Exception):
         raise RuntimeError(f"{function} at {status.site} failed: {result}")
     return result.get() if hasattr(result, "get") else result
+
+
+def remaining_budget(client) -> list[dict]:
+    """The privacy budget this site's datasets have left for you: ``[{dataset, budget, spent, remaining}]``.
+
+    Served by the site's ``medsyft.budget`` endpoint, so it needs no approval and shows no data.
+    """
+    try:
+        with quiet():
+            result = client.api.services.api.call("medsyft.budget")
+    except Exception as exc:  # an old datasite without the endpoint, or no permission
+        raise RuntimeError(f"{client.name} did not report its privacy budget: {exc}") from exc
+    value = result.get() if hasattr(result, "get") else result
+    if type(value).__name__ == "SyftError":
+        raise RuntimeError(f"{client.name} did not report its privacy budget: {value}")
+    return list(value)

@@ -25,7 +25,7 @@ from datasites.quiet import quiet
 from .checkpoint import latest_checkpoint, save_checkpoint
 from .metrics import pooled_auroc, pooled_roc
 from .plan import PlanError, StudyPlan
-from .requests import RequestStatus, request_status, submit_request
+from .requests import RequestStatus, remaining_budget, request_status, submit_request
 
 __all__ = ["Study", "StudyResult", "StudyStopped", "RoundRefused"]
 
@@ -147,14 +147,41 @@ class Study:
                 output_policy=ReleasePolicy(limit=limit), name=name)(body)
 
     # -- approval ------------------------------------------------------------------------
+    def budgets(self) -> dict[str, float | None]:
+        """Epsilon each site still has for this plan's dataset (None: the site did not say)."""
+        out = {}
+        for site in self.plan.sites:
+            try:
+                rows = remaining_budget(self.clients[site])
+            except RuntimeError:
+                out[site] = None
+                continue
+            out[site] = next((r["remaining"] for r in rows if r["dataset"] == self.plan.dataset), None)
+        return out
+
     def submit(self) -> None:
-        """Send the train and evaluate requests to every site (once; a resubmit is a no-op)."""
+        """Send the train and evaluate requests to every site (once; a resubmit is a no-op).
+
+        A site whose remaining budget is already below the plan's epsilon would refuse the
+        approval, so that is said here, before anything is sent.
+        """
+        todo = []
         for site in self.plan.sites:
             for body, name in ((medsyft_train, self.train_function), (medsyft_evaluate, self.evaluate_function)):
                 try:
                     request_status(self.clients[site], name)
                 except LookupError:
-                    submit_request(self.clients[site], self._syft_function(site, body, name, self.plan.rounds))
+                    todo.append((site, body, name))
+        need = self.plan.planned_epsilon()
+        left = self.budgets() if todo else {}
+        short = {site: left[site] for site in {t[0] for t in todo}
+                 if left.get(site) is not None and left[site] + 1e-9 < need}
+        if short:
+            detail = ", ".join(f"{site} has {eps:.2f}" for site, eps in sorted(short.items()))
+            raise PlanError(f"the plan needs epsilon {need:.2f} at each site but {detail} left of "
+                            f"{self.plan.dataset!r}; lower epsilon or rounds, or drop those sites")
+        for site, body, name in todo:
+            submit_request(self.clients[site], self._syft_function(site, body, name, self.plan.rounds))
 
     def approvals(self) -> dict[str, RequestStatus]:
         """Per site: approved only when both requests are; denied (with the reason) if either is."""

@@ -7,6 +7,8 @@ The compliance officer still decides; this report tells them where to look. Rule
     R003 files, network, subprocesses         R008 pickling / serialising objects
     R004 row-level accessors and exports      R009 arrays sized by the number of records
     R005 returning or printing a data input   R010 not a vetted job (information)
+    R011 DP parameters out of site policy     R012 planned epsilon over the remaining budget
+    R013 the request's output policy is not this site's ReleasePolicy, or is weakened
 
 A request that only calls vetted jobs (``datasites.training.dp_train``,
 ``datasites.evaluation.evaluate``, ``datasites.jobs.cohort_summary``) with in-policy
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 __all__ = ["review_code", "ReviewReport", "Finding", "SitePolicy", "planned_epsilon"]
 
 VETTED_JOBS = {"datasites.training": {"dp_train"}, "datasites.evaluation": {"evaluate"},
-               "datasites.jobs": {"cohort_summary", "budget_status"}}
+               "datasites.jobs": {"cohort_summary"}, "datasites.analytics": {"dp_prevalence"}}
 SAFE_MODULES = {"numpy", "pandas", "math", "statistics", "collections", "itertools", "functools"}
 DANGEROUS_MODULES = {"os", "sys", "subprocess", "socket", "urllib", "http", "requests", "httpx", "ftplib",
                      "smtplib", "shutil", "pathlib", "io", "tempfile", "ctypes", "importlib", "builtins",
@@ -62,6 +64,8 @@ class SitePolicy:
     max_grad_norm: float = 5.0
     max_delta: float = 1e-5
     models: tuple[str, ...] = ("lstm", "mlp")
+    min_cell: int = 10
+    max_release_rows: int = 256
 
 
 @dataclass
@@ -291,9 +295,11 @@ def planned_epsilon(plan: dict) -> float | None:
 
 
 def review_code(source: str, *, site_policy: SitePolicy | None = None, plan: dict | None = None,
-                data_params: set[str] | None = None, budget_remaining: float | None = None) -> ReviewReport:
+                data_params: set[str] | None = None, budget_remaining: float | None = None,
+                release: dict | None = None) -> ReviewReport:
     """Review one submitted function. ``plan`` is the request's pinned study plan (if it
-    trains); ``data_params`` names the inputs bound to private assets (default: all)."""
+    trains); ``data_params`` names the inputs bound to private assets (default: all);
+    ``release`` describes a request's output policy (``RequestInfo.release``)."""
     policy = site_policy or SitePolicy()
     try:
         tree = ast.parse(source)
@@ -320,16 +326,13 @@ def review_code(source: str, *, site_policy: SitePolicy | None = None, plan: dic
         findings.append(Finding("R010", "info", "does not call a vetted job: read the code in full", func.lineno))
     elif not only_vetted:
         findings.append(Finding("R010", "medium", "calls a vetted job but also runs other code", func.lineno))
-    dp, cost = None, None
+    dp, cost, problems = None, None, []
     if plan and any(v.endswith("dp_train") for v in vetted):
         dp = {k: plan.get(k) for k in ("model", "rounds", "local_epochs", "sample_rate", "noise_multiplier",
                                        "max_grad_norm", "epsilon", "delta")}
         cost = planned_epsilon(plan)
-        problems = []
         if cost is None:
             problems.append("the plan's DP parameters are incomplete")
-        elif cost > policy.max_epsilon:
-            problems.append(f"epsilon {cost:.2f} exceeds the site's maximum {policy.max_epsilon}")
         if (plan.get("noise_multiplier") or 0) < policy.min_noise_multiplier:
             problems.append(f"noise_multiplier {plan.get('noise_multiplier')} below {policy.min_noise_multiplier}")
         if (plan.get("max_grad_norm") or 0) > policy.max_grad_norm:
@@ -338,13 +341,36 @@ def review_code(source: str, *, site_policy: SitePolicy | None = None, plan: dic
             problems.append(f"delta {plan.get('delta')} above {policy.max_delta}")
         if plan.get("model") not in policy.models:
             problems.append(f"model {plan.get('model')!r} is not one the site allows")
-        for p in problems:
-            findings.append(Finding("R011", "high", f"out of site policy: {p}", func.lineno))
-        if budget_remaining is not None and cost is not None and cost > budget_remaining:
-            findings.append(Finding("R012", "high", f"needs epsilon {cost:.2f} but only {budget_remaining:.2f} "
-                                    "of the dataset's budget is left", func.lineno))
+    elif plan and any(v.endswith("dp_prevalence") for v in vetted):
+        executions = int(((release or {}).get("settings") or {}).get("limit", 1))
+        dp = {"mechanism": "laplace", "epsilon": plan.get("epsilon"), "executions": executions}
+        cost = float(plan.get("epsilon") or 0) * executions  # basic composition over every allowed call
+    if cost is not None and cost > policy.max_epsilon:
+        problems.append(f"epsilon {cost:.2f} exceeds the site's maximum {policy.max_epsilon}")
+    findings.extend(Finding("R011", "high", f"out of site policy: {p}", func.lineno) for p in problems)
+    if budget_remaining is not None and cost is not None and cost > budget_remaining:
+        findings.append(Finding("R012", "high", f"needs epsilon {cost:.2f} but only {budget_remaining:.2f} "
+                                "of the dataset's budget is left", func.lineno))
+    if release is not None:
+        findings.extend(Finding("R013", "high", p, func.lineno) for p in _release_problems(release, policy))
     findings = list(dict.fromkeys(findings))  # one line per distinct finding
     severities = {f.severity for f in findings}
     risk = "high" if "high" in severities else "medium" if ("medium" in severities or not only_vetted) else "low"
     after = None if budget_remaining is None or cost is None else budget_remaining - cost
     return ReviewReport(func.name, risk, findings, vetted, dp, cost, budget_remaining, after)
+
+
+def _release_problems(release: dict, policy: SitePolicy) -> list[str]:
+    """Without the site's own release policy, nothing checks what the code returns."""
+    if release.get("policy") != "ReleasePolicy":
+        return [f"output policy {release.get('policy')} is not the site's ReleasePolicy: nothing would stop "
+                "row-level outputs at execution"]
+    if not release.get("genuine"):
+        return ["the request's ReleasePolicy source differs from this site's copy (edited or another version)"]
+    settings = release.get("settings") or {}
+    problems = []
+    if settings.get("min_cell", policy.min_cell) < policy.min_cell:
+        problems.append(f"release min_cell {settings['min_cell']} below the site's {policy.min_cell}")
+    if settings.get("max_rows", policy.max_release_rows) > policy.max_release_rows:
+        problems.append(f"release max_rows {settings['max_rows']} above the site's {policy.max_release_rows}")
+    return problems

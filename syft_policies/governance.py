@@ -1,9 +1,9 @@
 """Governance metadata of approvals at one hospital: IRB / data-use agreement, purpose,
 expiry, who approved, and the optional two-person rule.
 
-Kept in the site's directory (JSON, replaced atomically). The vetted jobs check it before
-they run, so an expired approval of a study stops working even though Syft still lists
-the request as approved.
+Kept in the site's directory (JSON, replaced atomically). The datasite checks it before
+any approved code runs (``datasites.syft_patches``), and the vetted jobs check it again,
+so an expired approval stops working even though Syft still lists the request as approved.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .refusals import Refused
+
 __all__ = ["Approval", "GovernanceStore", "ApprovalExpired", "GOVERNANCE_FILE"]
 
 GOVERNANCE_FILE = "approvals.json"
 
 
-class ApprovalExpired(PermissionError):
+class ApprovalExpired(Refused):
     """The approval behind this execution has expired or is not complete."""
 
 
@@ -34,6 +36,7 @@ class Approval:
     study: str = ""
     approvers: list[str] = field(default_factory=list)
     required: int = 1
+    code: str = ""  # the Syft user-code id the approval lets run
 
     def __post_init__(self):
         problems = []
@@ -85,7 +88,15 @@ class GovernanceStore:
 
     def check_study(self, study: str, today: dt.date | None = None) -> None:
         """Raise :class:`ApprovalExpired` if any approval of ``study`` here has expired."""
-        for approval in self.for_study(study):
+        self._check(self.for_study(study), today)
+
+    def check_code(self, code: str, today: dt.date | None = None) -> None:
+        """Raise :class:`ApprovalExpired` if the approval that lets Syft code ``code`` run has expired."""
+        self._check([Approval(**r) for r in self._load().values() if r.get("code") == code], today)
+
+    @staticmethod
+    def _check(approvals: list[Approval], today: dt.date | None) -> None:
+        for approval in approvals:
             if approval.expired(today):
                 raise ApprovalExpired(f"the approval of {approval.function} (IRB {approval.irb or '-'}, DUA "
                                       f"{approval.dua or '-'}) expired on {approval.expires}; ask the hospital "

@@ -13,6 +13,8 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+from .refusals import Refused
+
 __all__ = ["BudgetLedger", "BudgetExceeded", "ANY_RESEARCHER"]
 
 ANY_RESEARCHER = "*"
@@ -25,7 +27,7 @@ CREATE TABLE IF NOT EXISTS debits (id INTEGER PRIMARY KEY AUTOINCREMENT, dataset
 """
 
 
-class BudgetExceeded(PermissionError):
+class BudgetExceeded(Refused):
     """The privacy budget cannot cover this; the message gives the numbers."""
 
 
@@ -109,6 +111,21 @@ class BudgetLedger:
                 db.execute("ROLLBACK")
                 raise
         return left - epsilon
+
+    def statement(self, researcher: str = ANY_RESEARCHER) -> list[dict]:
+        """Per dataset: the site's budget, what is spent, and what ``researcher`` may still spend."""
+        with closing(self._connect()) as db:
+            datasets = [r[0] for r in db.execute("SELECT DISTINCT dataset FROM budgets ORDER BY dataset")]
+            rows = []
+            for dataset in datasets:
+                total = db.execute("SELECT epsilon FROM budgets WHERE dataset=? AND researcher=?",
+                                   (dataset, ANY_RESEARCHER)).fetchone()
+                spent = db.execute("SELECT COALESCE(SUM(epsilon), 0) FROM debits WHERE dataset=?",
+                                   (dataset,)).fetchone()[0]
+                rows.append({"dataset": dataset, "budget": None if total is None else float(total[0]),
+                             "spent": round(float(spent), 6),
+                             "remaining": round(max(self._remaining(db, dataset, researcher), 0.0), 6)})
+            return rows
 
     def history(self, dataset: str | None = None) -> list[dict]:
         with closing(self._connect()) as db:

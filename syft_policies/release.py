@@ -1,14 +1,14 @@
 """The release policy: what may leave a hospital, enforced by Syft at execution time.
 
-Syft ships this class to the datasite as source and recompiles it there, so it is one
-self-contained class (imports inside methods, state in a dict attribute). After every
-execution of an approved request it inspects the output before the researcher can get it:
+Syft ships this class to the datasite as source and recompiles it there. It stays small:
+the rules themselves (``syft_policies.release_rules``) are the site's installed code, so a
+researcher who edits the class changes nothing but its digest, which the automatic review
+compares with the site's own copy (rule R013). After every execution of an approved
+request, before the researcher can read the output:
 
-- a table (pandas DataFrame / Series) never leaves;
-- an array or list longer than ``max_rows`` along any axis is row-level data and is blocked
-  (model weights are far smaller: the LSTM's largest matrix has 128 rows);
-- strings shaped like identifiers (UUIDs, SSNs, Synthea M-ids) are blocked;
-- counts (keys such as ``n``, ``count``, ``cases``) below ``min_cell`` are replaced by None;
+- row-level data (tables, long arrays, exports, identifiers, copies of the input's values)
+  is blocked with a message saying why;
+- counts below ``min_cell`` are suppressed;
 - at most ``limit`` executions: after that Syft refuses to run the code again.
 """
 
@@ -34,50 +34,12 @@ class ReleasePolicy(sy.CustomOutputPolicy):
         self.state = {"executions": 0, "blocked": 0}
 
     def apply_to_output(self, context, outputs, update_policy=True):
-        import re
-
         from syft.types.errors import SyftException
 
-        identifier = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-                                r"|\d{3}-\d{2}-\d{4}|M?[0-9a-f]{32})$", re.IGNORECASE)
-        count_keys = ("n", "count", "counts", "cases", "patients", "n_positive", "positives", "negatives")
-
-        def check(value, path):
-            kind = type(value).__name__
-            if kind in ("DataFrame", "Series", "Index"):
-                return f"{path or 'the output'} is a table ({kind})"
-            shape = getattr(value, "shape", None)
-            if shape is not None and len(shape) > 0 and max(shape) > self.max_rows:
-                return f"{path or 'the output'} has {max(shape)} entries along one axis (more than {self.max_rows})"
-            if isinstance(value, (list, tuple, set)):
-                if len(value) > self.max_rows:
-                    return f"{path or 'the output'} lists {len(value)} items (more than {self.max_rows})"
-                for i, item in enumerate(value):
-                    problem = check(item, f"{path}[{i}]")
-                    if problem:
-                        return problem
-            if isinstance(value, dict):
-                for key, item in value.items():
-                    problem = check(item, f"{path}.{key}" if path else str(key))
-                    if problem:
-                        return problem
-            if isinstance(value, (str, bytes)) and identifier.match(value if isinstance(value, str) else ""):
-                return f"{path or 'the output'} looks like a patient identifier"
-            return None
-
-        def suppress(value):
-            if isinstance(value, dict):
-                out = {}
-                for key, item in value.items():
-                    small = isinstance(item, int) and not isinstance(item, bool) and 0 < item < self.min_cell
-                    out[key] = None if (small and str(key).lower() in count_keys) else suppress(item)
-                return out
-            if isinstance(value, list):
-                return [suppress(v) for v in value]
-            return value
+        from syft_policies.release_rules import current_inputs, find_row_level_data, suppress_small_cells
 
         data = outputs.syft_action_data if hasattr(outputs, "syft_action_data") else outputs
-        problem = check(data, "")
+        problem = find_row_level_data(data, max_rows=self.max_rows, frames=current_inputs())
         if problem:
             if update_policy:
                 self.state["blocked"] += 1
@@ -85,7 +47,7 @@ class ReleasePolicy(sy.CustomOutputPolicy):
                                                "only aggregated, noised outputs may leave")
         if update_policy:
             self.state["executions"] += 1
-        return suppress(data)
+        return suppress_small_cells(data, min_cell=self.min_cell)
 
     def is_valid(self, context):
         from syft.types.errors import SyftException

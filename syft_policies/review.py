@@ -29,6 +29,8 @@ class RequestInfo:
     code: str
     data_params: tuple[str, ...] = ()
     plan: dict | None = None
+    code_id: str = ""
+    release: dict | None = None  # the output policy: name, whether it is this site's ReleasePolicy, settings
 
     def summary(self) -> str:
         return f"{self.id[:8]}  {self.status:<8}  {self.function:<28}  {self.researcher:<32}  {self.submitted}"
@@ -51,9 +53,26 @@ def _inputs(code) -> tuple[tuple[str, ...], dict | None]:
             if kind in ("Matches", "UID"):
                 data.append(kw)
             elif kind == "Constant" and isinstance(getattr(rule, "val", None), dict) \
-                    and "noise_multiplier" in rule.val:
+                    and "epsilon" in rule.val:
                 plan = dict(rule.val)
     return tuple(data), plan
+
+
+def _release(code) -> dict:
+    """The request's output policy, compared with this site's own ``ReleasePolicy``."""
+    import hashlib
+    import inspect
+
+    from .release import ReleasePolicy
+
+    kind = getattr(code, "output_policy_type", None)
+    name = getattr(kind, "class_name", None) or getattr(kind, "__name__", None) or type(kind).__name__
+    raw = getattr(kind, "raw_code", None)
+    ours = inspect.getsource(ReleasePolicy)
+    genuine = raw is not None and hashlib.sha256(raw.strip().encode()).digest() == \
+        hashlib.sha256(ours.strip().encode()).digest()
+    settings = {k: v for k, v in (getattr(code, "output_policy_init_kwargs", None) or {}).items() if k != "id"}
+    return {"policy": name, "genuine": genuine, "settings": settings}
 
 
 def _info(request) -> RequestInfo:
@@ -71,6 +90,8 @@ def _info(request) -> RequestInfo:
         code=code.raw_code,
         data_params=data,
         plan=plan,
+        code_id=str(code.id.no_dash),
+        release=_release(code),
     )
 
 
@@ -149,8 +170,9 @@ def approve_request(client, request_id: str, *, ledger=None, audit=None, governa
     request = _find(client, request_id)
     _check_pending(request)
     info = _info(request)
-    report = review_code(info.code, plan=info.plan, data_params=set(info.data_params) or None)
-    if ledger is not None and report.dp is not None:  # it trains with DP: it must fit the budget
+    report = review_code(info.code, plan=info.plan, data_params=set(info.data_params) or None,
+                         release=info.release)
+    if ledger is not None and report.dp is not None:  # it spends epsilon: it must fit the budget
         cost = report.epsilon_cost
         if cost is None:
             raise ReviewError("the request's study plan has incomplete DP parameters; deny it with a reason")
@@ -194,7 +216,7 @@ def _governed(governance, client, info: RequestInfo, *, purpose, irb, dua, expir
     try:
         return Approval(request=info.id, function=info.function, purpose=purpose, irb=irb, dua=dua,
                         expires=expires, study=(info.plan or {}).get("study", ""), approvers=[who],
-                        required=2 if two_person else 1)
+                        required=2 if two_person else 1, code=info.code_id)
     except ValueError as exc:
         raise ReviewError(f"cannot approve {info.function}: {exc}") from exc
 
@@ -214,7 +236,8 @@ def deny_request(client, request_id: str, *, reason: str, audit=None) -> Request
         result = request.deny(reason=reason.strip())
     if type(result).__name__ == "SyftError":
         raise ReviewError(f"denial failed: {result}")
-    report = review_code(info.code, plan=info.plan, data_params=set(info.data_params) or None)
+    report = review_code(info.code, plan=info.plan, data_params=set(info.data_params) or None,
+                         release=info.release)
     _record(audit, client, info, report, "denied", reason=reason.strip())
     return get_request(client, request_id)
 
@@ -226,5 +249,5 @@ def review_request(client, request_id: str, *, site_policy=None, budget_remainin
     from .code_review import review_code
 
     info = get_request(client, request_id)
-    return review_code(info.code, site_policy=site_policy, plan=info.plan,
+    return review_code(info.code, site_policy=site_policy, plan=info.plan, release=info.release,
                        data_params=set(info.data_params) or None, budget_remaining=budget_remaining)

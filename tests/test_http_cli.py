@@ -13,6 +13,7 @@ import pytest
 import syft as sy
 
 from datasites import connect, load_spec, site_status
+from syft_policies.release import ReleasePolicy
 from datasites.quiet import quiet
 from datasites.spec import SPEC_DIR
 from federation import fetch_result, request_status, submit_request
@@ -59,8 +60,9 @@ def test_http_sites_review_cli_and_restart(http_site):
     ds = site.researcher()
     assets = {a.name: a for a in ds.datasets[spec.dataset_name].assets}
     with quiet():
-        @sy.syft_function_single_use(patients=assets["patients"], encounters=assets["encounters"],
-                                     conditions=assets["conditions"])
+        @sy.syft_function(input_policy=sy.ExactMatch(patients=assets["patients"], encounters=assets["encounters"],
+                                                     conditions=assets["conditions"]),
+                          output_policy=ReleasePolicy(limit=1))
         def http_summary(patients, encounters, conditions):
             from datasites.jobs import cohort_summary
             return cohort_summary(patients, encounters, conditions, min_cell=10)

@@ -12,7 +12,7 @@ from opacus.accountants import RDPAccountant
 from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 
 from datasites.quiet import quiet
-from federation import RoundRefused, Study, StudyPlan, StudyStopped, request_status
+from federation import PlanError, RoundRefused, Study, StudyPlan, StudyStopped, request_status
 from syft_policies import ReviewError, approve_request, deny_request, list_requests
 
 TRAIN_KEYS = {"round", "weights", "num_samples", "epsilon", "delta", "accountant", "budget_remaining", "metrics"}
@@ -153,10 +153,15 @@ def test_the_site_budget_is_debited_and_then_refuses_runs_and_approvals(network,
     site = sites["lyon-chu"]
     ledger = site.ledger()
     plan = StudyPlan(study="budget", sites=["lyon-chu"], rounds=3, epsilon=3.0)
-    ledger.set_budget("icu-sepsis", ledger.spent("icu-sepsis") + plan.planned_epsilon(rounds=2) + 1e-6)
+    two_rounds = ledger.spent("icu-sepsis") + plan.planned_epsilon(rounds=2) + 1e-6
+    ledger.set_budget("icu-sepsis", two_rounds)
     study = Study(plan, {"lyon-chu": site.researcher()}, directory=tmp_path / "budget", echo=lambda *_: None,
                   progress=False)
+    with pytest.raises(PlanError, match=r"needs epsilon 3.00 at each site but lyon-chu has 2\.\d\d left"):  # the researcher sees it before sending
+        study.submit()
+    ledger.set_budget("icu-sepsis", 1e9)
     study.submit()
+    ledger.set_budget("icu-sepsis", two_rounds)  # meanwhile another study spent the rest
     officer = site.officer()
     pending = {r.function: r.id for r in list_requests(officer, status="pending")}
     with pytest.raises(ReviewError, match="privacy budget is left"):  # 3 rounds do not fit

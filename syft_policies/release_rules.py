@@ -1,0 +1,205 @@
+"""What may leave a hospital: the checks behind the release policy, as plain functions.
+
+``ReleasePolicy`` (a Syft custom output policy) calls these on the datasite after every
+execution of an approved request. They live in the site's installed package, not in the
+policy's shipped source, so a researcher cannot change the rules by editing the class.
+
+An output is row-level data, and blocked, when it is or holds:
+
+- a table (pandas DataFrame / Series / Index);
+- an array, list or dict with more than ``max_rows`` entries along one axis (model weights
+  are smaller: the LSTM's largest matrix has 128 rows);
+- a string or bytes longer than ``max_text`` (an export: CSV, JSON, a pickle);
+- an identifier-shaped string (UUID, SSN, Synthea M-id), as a value or as a key;
+- an exact copy of private values: a run of ``min_run`` or more numbers equal to
+  consecutive rows of an input column, or non-integer numbers most of which are exact
+  values of a continuous input column (a list of "medians" that are really patients' values).
+
+Counts are suppressed: a value under a count-like key (``n``, ``count`` ...) below
+``min_cell`` becomes None, and a histogram (a dict of integer counts) loses its cells below
+``min_cell``.
+"""
+
+from __future__ import annotations
+
+import re
+from contextvars import ContextVar
+from typing import Any
+
+import numpy as np
+
+__all__ = ["find_row_level_data", "suppress_small_cells", "remember_inputs", "current_inputs"]
+
+IDENTIFIER = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+                        r"|\d{3}-\d{2}-\d{4}|M?[0-9a-f]{32})$", re.IGNORECASE)
+COUNT_KEYS = {"n", "count", "counts", "cases", "patients", "n_positive", "positives", "negatives"}
+
+_INPUTS: ContextVar[tuple] = ContextVar("medsyft_release_inputs", default=())
+
+
+def remember_inputs(kwargs: dict) -> None:
+    """Called by the datasite just before user code runs: the tables it was given."""
+    _INPUTS.set(tuple(v for v in kwargs.values() if type(v).__name__ == "DataFrame"))
+
+
+def current_inputs() -> tuple:
+    return _INPUTS.get()
+
+
+class _PrivateIndex:
+    """Every numeric input value, sorted once, so each output run is looked up by bisection."""
+
+    def __init__(self, frames):
+        values, where, self.columns, high = [], [], [], []
+        for frame in frames:
+            for name in frame.columns:
+                if frame[name].dtype.kind in "fiu" and len(frame) >= 8:
+                    col = frame[name].to_numpy(dtype="float64")
+                    values.append(col)
+                    where.append(np.stack([np.full(len(col), len(self.columns)), np.arange(len(col))], 1))
+                    self.columns.append(col)
+                    distinct = np.unique(col[np.isfinite(col)])
+                    fractional = bool(np.any(distinct != np.round(distinct)))  # whole numbers are also counts
+                    if fractional and len(distinct) >= 0.5 * len(col):  # an exact value points at one patient
+                        high.append(distinct)
+        flat = np.concatenate(values) if values else np.zeros(0)
+        order = np.argsort(flat, kind="stable")
+        self.sorted = flat[order]
+        self.where = np.concatenate(where)[order] if values else np.zeros((0, 2), int)
+        self.high = np.unique(np.concatenate(high)) if high else np.zeros(0)
+
+    def run_length(self, seq: np.ndarray, min_run: int) -> int:
+        lo, hi = np.searchsorted(self.sorted, seq[0], "left"), np.searchsorted(self.sorted, seq[0], "right")
+        for c, s in self.where[lo:hi][:1000]:
+            col = self.columns[c]
+            k = min(len(seq), len(col) - s)
+            if k >= min_run and np.array_equal(col[s:s + k], seq[:k]):
+                return int(k)
+        return 0
+
+    def share_of_exact_values(self, seq: np.ndarray) -> float:
+        if not len(self.high):
+            return 0.0
+        pos = np.clip(np.searchsorted(self.high, seq), 0, len(self.high) - 1)
+        return float((self.high[pos] == seq).mean())
+
+
+def _sequences(value) -> list[np.ndarray]:
+    """1-D numeric runs inside ``value``: each list, each row and column of each array."""
+    out = []
+    if isinstance(value, dict):
+        for item in value.values():
+            out.extend(_sequences(item))
+        numbers = [v for v in value.values() if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)]
+        if len(numbers) == len(value) and numbers:
+            out.append(np.asarray(numbers, dtype="float64"))
+    elif isinstance(value, (list, tuple)):
+        try:
+            arr = np.asarray(value, dtype="float64")
+        except (TypeError, ValueError):
+            for item in value:
+                out.extend(_sequences(item))
+            return out
+        out.extend(_sequences(arr))
+    elif isinstance(value, np.ndarray) and value.dtype.kind == "O" and value.ndim == 2:
+        for column in value.T:  # a table turned into an object array: its numeric columns
+            try:
+                out.append(column.astype("float64"))
+            except (TypeError, ValueError):
+                pass
+    elif isinstance(value, np.ndarray) and value.dtype.kind in "fiub" and value.size:
+        arr = value.astype("float64", copy=False)
+        if arr.ndim == 1:
+            out.append(arr)
+        elif arr.ndim == 2:
+            out.extend(list(arr))
+            out.extend(list(arr.T))
+        else:
+            out.append(arr.ravel())
+    return out
+
+
+def _copies(value, frames, *, min_run: int, share: float) -> str | None:
+    index = _PrivateIndex(frames)
+    if not index.columns:
+        return None
+    for seq in _sequences(value):
+        seq = seq[np.isfinite(seq)]
+        if len(seq) < min_run or len(np.unique(seq)) < 3:  # constants and 0/1 flags say little alone
+            continue
+        run = index.run_length(seq, min_run)
+        if run:
+            return f"{run} values are consecutive rows of a private column"
+        fractional = seq[seq != np.round(seq)]  # whole numbers are also counts, which are fine
+        if len(fractional) >= min_run and index.share_of_exact_values(fractional) >= share:
+            return "most values are exact values of a private column"
+    return None
+
+
+def find_row_level_data(value: Any, *, max_rows: int = 256, max_text: int = 512, frames=(),
+                        min_run: int = 8, share: float = 0.8) -> str | None:
+    """Why ``value`` must not leave the site, or None if it may."""
+
+    def walk(v, path):
+        where = path or "the output"
+        kind = type(v).__name__
+        if kind in ("DataFrame", "Series", "Index"):
+            return f"{where} is a table ({kind})"
+        shape = getattr(v, "shape", None)
+        if shape is not None and len(shape) > 0 and max(shape) > max_rows:
+            return f"{where} has {max(shape)} entries along one axis (more than {max_rows})"
+        if isinstance(v, (str, bytes, bytearray)):
+            if len(v) > max_text:
+                return f"{where} is {len(v)} characters of text or bytes (an export; more than {max_text})"
+            if isinstance(v, str) and IDENTIFIER.match(v):
+                return f"{where} looks like a patient identifier"
+            return None
+        if isinstance(v, (list, tuple, set, dict)) and len(v) > max_rows:
+            return f"{where} holds {len(v)} items (more than {max_rows})"
+        if isinstance(v, np.ndarray) and v.dtype.kind in "OUS":  # mixed rows: look at each cell
+            for item in v.ravel():
+                problem = walk(item, f"{where} (a cell)")
+                if problem:
+                    return problem
+        if isinstance(v, dict):
+            for key, item in v.items():
+                for part in key if isinstance(key, tuple) else (key,):
+                    if isinstance(part, str) and IDENTIFIER.match(part):
+                        return f"a key of {where} looks like a patient identifier"
+                problem = walk(item, f"{path}.{key}" if path else str(key))
+                if problem:
+                    return problem
+        elif isinstance(v, (list, tuple, set)):
+            for i, item in enumerate(v):
+                problem = walk(item, f"{path}[{i}]")
+                if problem:
+                    return problem
+        return None
+
+    problem = walk(value, "")
+    if problem is None and frames:
+        problem = _copies(value, frames, min_run=min_run, share=share)
+        if problem:
+            problem = f"the output copies private data: {problem}"
+    return problem
+
+
+def _is_count(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def suppress_small_cells(value: Any, *, min_cell: int = 10) -> Any:
+    """Counts below ``min_cell`` hidden: named counts become None, histogram cells are dropped."""
+    if isinstance(value, dict):
+        if len(value) >= 2 and all(_is_count(v) for v in value.values()) \
+                and not any(str(k).lower() in COUNT_KEYS for k in value):
+            return {k: v for k, v in value.items() if v == 0 or v >= min_cell}
+        out = {}
+        for key, item in value.items():
+            small = _is_count(item) and 0 < item < min_cell
+            out[key] = None if (small and str(key).lower() in COUNT_KEYS) else suppress_small_cells(
+                item, min_cell=min_cell)
+        return out
+    if isinstance(value, list):
+        return [suppress_small_cells(v, min_cell=min_cell) for v in value]
+    return value
