@@ -154,7 +154,16 @@ def dp_train(cohort, weights: dict, plan: dict) -> dict:
 
     ``plan`` is the study plan approved with the request (fixed; the researcher cannot
     change it per round). Refuses to run past ``plan["rounds"]`` or past ``plan["epsilon"]``.
+    A plan approved with secure aggregation only trains through
+    ``datasites.secure_round.secure_train``, which never lets the plain weights out.
     """
+    if plan.get("secure_aggregation"):
+        raise Refused("this study was approved with secure aggregation: its updates leave the site only masked")
+    return train_round(cohort, weights, plan)
+
+
+def train_round(cohort, weights: dict, plan: dict) -> dict:
+    """The round itself (shared by the plain and the securely aggregated paths)."""
     _check_plan(plan)
     cohort = check_frame(cohort)
     train = split_rows(cohort, "train")

@@ -47,6 +47,8 @@ class StudyPlan:
     dataset: str = "icu-sepsis"
     seed: int = 0
     strategy_options: dict = field(default_factory=dict)
+    secure_aggregation: bool = False  # sites mask their updates; the researcher sees only the sum
+    secagg_threshold: int | None = None  # sites needed to unmask (default: a majority, at least 2)
 
     def __post_init__(self):
         object.__setattr__(self, "sites", tuple(self.sites))
@@ -77,6 +79,13 @@ class StudyPlan:
             problems.append("noise_multiplier must be positive: dp_train never trains without noise")
         if self.min_sites is not None and not 1 <= self.min_sites <= len(self.sites):
             problems.append(f"min_sites must be between 1 and {len(self.sites)}")
+        if self.secure_aggregation:
+            if len(self.sites) < 2:
+                problems.append("secure aggregation needs at least 2 sites (one site's sum is its update)")
+            threshold = self.secagg_threshold or max(2, len(self.sites) // 2 + 1)
+            if not 2 <= threshold <= len(self.sites):
+                problems.append(f"secagg_threshold must be between 2 and {len(self.sites)}")
+            object.__setattr__(self, "secagg_threshold", threshold)
         if problems:
             raise PlanError("invalid study plan:\n  - " + "\n  - ".join(problems))
         if self.noise_multiplier is None:
@@ -131,7 +140,8 @@ class StudyPlan:
                 "local_epochs": self.local_epochs, "lr": self.lr, "sample_rate": self.sample_rate,
                 "noise_multiplier": self.noise_multiplier, "max_grad_norm": self.max_grad_norm,
                 "epsilon": math.ceil(self.epsilon * 1000) / 1000, "delta": self.delta,
-                "prox_mu": strategy.prox_mu, "local_layers": list(strategy.local_layers()), "seed": self.seed}
+                "prox_mu": strategy.prox_mu, "local_layers": list(strategy.local_layers()), "seed": self.seed,
+                "secure_aggregation": self.secure_aggregation, "secagg_threshold": self.secagg_threshold}
 
     def to_dict(self) -> dict:
         return {**asdict(self), "sites": list(self.sites)}

@@ -21,6 +21,7 @@ import numpy as np
 from datasites.cohort_asset import COHORT_ASSET
 from datasites.models import build_model, get_weights
 from datasites.quiet import quiet
+from datasites.secure_round import SECURE_STEPS
 
 from .checkpoint import latest_checkpoint, save_checkpoint
 from .metrics import pooled_auroc, pooled_roc
@@ -42,6 +43,11 @@ class RoundRefused(RuntimeError):
 def medsyft_train(cohort, plan, weights):
     from datasites.training import dp_train
     return dp_train(cohort, weights, plan)
+
+
+def medsyft_secure_train(cohort, plan, message):
+    from datasites.secure_round import secure_train
+    return secure_train(cohort, message, plan)
 
 
 def medsyft_evaluate(cohort, plan, weights):
@@ -135,15 +141,19 @@ class Study:
         return self._assets[site]
 
     def _syft_function(self, site: str, body, name: str, limit: int):
+        import inspect
+
         import syft as sy
 
         from syft_policies.release import ReleasePolicy
 
         client = self.clients[site]
+        researcher_input = list(inspect.signature(body).parameters)[-1]  # weights, or a secure-round message
         with quiet():
             return sy.syft_function(
                 input_policy=sy.MixedInputPolicy(client=client, cohort=self._asset(site),
-                                                 plan=sy.Constant(val=self.plan.job_plan()), weights=dict),
+                                                 plan=sy.Constant(val=self.plan.job_plan()),
+                                                 **{researcher_input: dict}),
                 output_policy=ReleasePolicy(limit=limit), name=name)(body)
 
     # -- approval ------------------------------------------------------------------------
@@ -166,8 +176,9 @@ class Study:
         approval, so that is said here, before anything is sent.
         """
         todo = []
+        train = medsyft_secure_train if self.plan.secure_aggregation else medsyft_train
         for site in self.plan.sites:
-            for body, name in ((medsyft_train, self.train_function), (medsyft_evaluate, self.evaluate_function)):
+            for body, name in ((train, self.train_function), (medsyft_evaluate, self.evaluate_function)):
                 try:
                     request_status(self.clients[site], name)
                 except LookupError:
@@ -181,7 +192,8 @@ class Study:
             raise PlanError(f"the plan needs epsilon {need:.2f} at each site but {detail} left of "
                             f"{self.plan.dataset!r}; lower epsilon or rounds, or drop those sites")
         for site, body, name in todo:
-            submit_request(self.clients[site], self._syft_function(site, body, name, self.plan.rounds))
+            calls = len(SECURE_STEPS) if body is medsyft_secure_train else 1  # secure rounds: one call per step
+            submit_request(self.clients[site], self._syft_function(site, body, name, calls * self.plan.rounds))
 
     def approvals(self) -> dict[str, RequestStatus]:
         """Per site: approved only when both requests are; denied (with the reason) if either is."""
@@ -229,11 +241,13 @@ class Study:
         return approved
 
     # -- rounds --------------------------------------------------------------------------
-    def _call(self, site: str, function: str, weights: dict):
+    def _call(self, site: str, function: str, weights: dict | None = None, **inputs):
         client = self.clients[site]
+        if weights is not None:
+            inputs["weights"] = weights
         try:
             with quiet():
-                result = getattr(client.code, function)(cohort=self._asset(site), weights=weights)
+                result = getattr(client.code, function)(cohort=self._asset(site), **inputs)
         except Exception as exc:  # Syft raises SyftException for errors inside the job
             raise RuntimeError(f"{function} at {site} failed: {exc}") from exc
         if type(result).__name__ == "SyftError" or isinstance(result, Exception):
@@ -255,6 +269,49 @@ class Study:
                                f"{self.plan.rounds} rounds and Syft returned the previous output instead")
         return result
 
+    def secure_round(self, weights: dict, round_no: int) -> tuple[dict, dict]:
+        """One round through secure aggregation; returns (new global weights, per-site replies).
+
+        The researcher only ever holds masked updates and their sum. A site that fails
+        after masking is dropped and the round completes without it (with at least
+        ``plan.secagg_threshold`` survivors); nothing of its update is revealed.
+        """
+        from secagg import AggregationFailed, SecAggServer
+
+        local = tuple(self.strategy.local_layers())
+        shared = {k: v for k, v in weights.items() if not k.startswith(local)}
+        ids = {site: i + 1 for i, site in enumerate(sorted(self.participants))}
+        server = SecAggServer(context=f"{self.plan.study}/round-{round_no}", threshold=self.plan.secagg_threshold)
+
+        def step(site, **message):
+            return self._call(site, self.train_function, message={"round": round_no, **message})
+
+        def each(sites, make):
+            out = {}
+            for site in sites:
+                try:
+                    out[site] = make(site)
+                except RuntimeError as exc:
+                    self.echo(f"  {site} dropped out of round {round_no}: {exc}")
+            return out
+
+        adverts = each(self.participants, lambda s: step(s, step="advertise", site_id=ids[s]))
+        roster = server.collect_adverts(list(adverts.values()))
+        shares = each(adverts, lambda s: step(s, step="share", roster=roster)["shares"])
+        inboxes = server.route_shares({ids[s]: v for s, v in shares.items()})
+        replies = each(shares, lambda s: step(s, step="mask", weights=shared, inbox=inboxes[ids[s]]))
+        survivors, dropped = server.collect_masked({ids[s]: r["masked"] for s, r in replies.items()})
+        names = {i: s for s, i in ids.items()}
+        answers = each([names[i] for i in survivors],
+                       lambda s: step(s, step="unmask", survivors=survivors, dropped=dropped))
+        try:
+            total = server.unmask(list(answers.values()))
+        except (AggregationFailed, KeyError) as exc:
+            raise StudyStopped(f"round {round_no} could not be unmasked: {exc}") from exc
+        n = float(total.pop("~n")[0])
+        average = {k: (v / n).astype(np.asarray(shared[k]).dtype) for k, v in total.items()}
+        return {**weights, **average}, replies
+
     def evaluate(self, site: str, weights: dict) -> dict:
         return self._call(site, self.evaluate_function, weights)
 
@@ -271,11 +328,18 @@ class Study:
             for r in range(self.round + 1, last + 1):
                 t_round = time.monotonic()
                 results = {}
-                for site in self.participants:
-                    bar.set_postfix_str(f"round {r}/{self.plan.rounds} {site}")
-                    results[site] = self.train_round(site, self.weights, r)
-                    bar.update(1)
-                self.weights = self.strategy.aggregate(self.weights, results)
+                if self.plan.secure_aggregation:
+                    bar.set_postfix_str(f"round {r}/{self.plan.rounds} secure aggregation")
+                    previous = self.weights
+                    self.weights, results = self.secure_round(self.weights, r)
+                    bar.update(len(self.participants))
+                else:
+                    for site in self.participants:
+                        bar.set_postfix_str(f"round {r}/{self.plan.rounds} {site}")
+                        results[site] = self.train_round(site, self.weights, r)
+                        bar.update(1)
+                    previous = None
+                    self.weights = self.strategy.aggregate(self.weights, results)
                 evaluations = {site: self.evaluate(site, self.weights) for site in self.participants}
                 try:
                     auroc = pooled_auroc(list(evaluations.values()))
@@ -285,9 +349,10 @@ class Study:
                 self.history.append({
                     "round": r, "sites": list(self.participants),
                     "epsilon": {s: float(res["epsilon"]) for s, res in results.items()},
-                    "num_samples": {s: int(res["num_samples"]) for s, res in results.items()},
+                    "num_samples": {s: res.get("num_samples") for s, res in results.items()},  # secure: hidden
                     "train_loss": {s: float(res["metrics"]["train_loss"]) for s, res in results.items()},
-                    "update_norm": {s: _distance(res["weights"], self.weights) for s, res in results.items()},
+                    "update_norm": ({s: _distance(res["weights"], self.weights) for s, res in results.items()}
+                                    if previous is None else {"global": _distance(previous, self.weights)}),
                     "budget_remaining": {s: res.get("budget_remaining") for s, res in results.items()},
                     "auroc": auroc, "site_auroc": {s: e.get("auroc") for s, e in evaluations.items()},
                     "seconds": round(time.monotonic() - t_round, 2)})

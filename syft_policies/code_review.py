@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 __all__ = ["review_code", "ReviewReport", "Finding", "SitePolicy", "planned_epsilon"]
 
 VETTED_JOBS = {"datasites.training": {"dp_train"}, "datasites.evaluation": {"evaluate"},
-               "datasites.jobs": {"cohort_summary"}, "datasites.analytics": {"dp_prevalence"}}
+               "datasites.jobs": {"cohort_summary"}, "datasites.analytics": {"dp_prevalence"},
+               "datasites.secure_round": {"secure_train"}}
 SAFE_MODULES = {"numpy", "pandas", "math", "statistics", "collections", "itertools", "functools"}
 DANGEROUS_MODULES = {"os", "sys", "subprocess", "socket", "urllib", "http", "requests", "httpx", "ftplib",
                      "smtplib", "shutil", "pathlib", "io", "tempfile", "ctypes", "importlib", "builtins",
@@ -327,7 +328,7 @@ def review_code(source: str, *, site_policy: SitePolicy | None = None, plan: dic
     elif not only_vetted:
         findings.append(Finding("R010", "medium", "calls a vetted job but also runs other code", func.lineno))
     dp, cost, problems = None, None, []
-    if plan and any(v.endswith("dp_train") for v in vetted):
+    if plan and any(v.endswith(("dp_train", "secure_train")) for v in vetted):
         dp = {k: plan.get(k) for k in ("model", "rounds", "local_epochs", "sample_rate", "noise_multiplier",
                                        "max_grad_norm", "epsilon", "delta")}
         cost = planned_epsilon(plan)

@@ -239,3 +239,77 @@ def test_a_restart_keeps_ledger_approvals_and_audit_chain(network):
     assert new.governance()._load() == approvals
     assert new.audit().entries() == entries and new.audit().verify().ok
     assert request_status(new.researcher(), "governed_train").status == "approved"
+
+
+class _DropsAfterMasking:
+    """A researcher session to one site whose connection fails right after the site masked."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    @property
+    def code(self):
+        outer = self._client.code
+
+        class Code:
+            def __getattr__(_, function):
+                call = getattr(outer, function)
+
+                def run(*args, **inputs):
+                    result = call(*args, **inputs)
+                    if (inputs.get("message") or {}).get("step") == "mask":
+                        raise ConnectionError("connection to the site lost after it masked its update")
+                    return result
+                return run
+        return Code()
+
+
+def test_secure_aggregation_through_syft_equals_fedavg_and_survives_a_dropout(network, tmp_path):
+    from secagg import FixedPoint
+    from syft_policies.review import review_request
+
+    _, sites = network
+    names = sorted(sites)
+    common = dict(rounds=1, epsilon=1.0, model="mlp", sample_rate=0.1)
+    plain = _study(network, tmp_path, study="agg-plain", **common)
+    secure = _study(network, tmp_path, study="agg-secure", secure_aggregation=True, **common)
+    dropping = StudyPlan(study="agg-drop", sites=names, secure_aggregation=True, **common)
+    clients = {n: sites[n].researcher() for n in names}
+    clients[names[1]] = _DropsAfterMasking(clients[names[1]])
+    drop = Study(dropping, clients, directory=tmp_path / "agg-drop", echo=lambda *_: None, progress=False)
+    drop.submit()
+    _review(network)
+    for officer in (sites[n].officer() for n in names):  # the secure request is reviewed low risk
+        (req,) = [r for r in list_requests(officer, status=None) if r.function == secure.train_function]
+        assert review_request(officer, req.id).risk == "low"
+
+    start = {k: v.copy() for k, v in plain.weights.items()}
+    per_site = {n: plain.train_round(n, start, 1) for n in names}  # each site's true update (same seeds)
+    expected = plain.strategy.aggregate(start, per_site)
+    secure.wait_for_approvals()
+    weights, replies = secure.secure_round(secure.weights, 1)
+    for k in expected:
+        assert np.max(np.abs(weights[k] - expected[k])) < 1e-5, k  # the unmasked sum is FedAvg's
+    for n in names:  # what the researcher held for each site says nothing about that site's update
+        true = np.concatenate([per_site[n]["num_samples"] * np.ravel(per_site[n]["weights"][k])
+                               for k in sorted(per_site[n]["weights"])])
+        seen = np.concatenate([FixedPoint().decode(np.ravel(replies[n]["masked"][k]))
+                               for k in sorted(per_site[n]["weights"])])
+        assert abs(np.corrcoef(true, seen)[0, 1]) < 5 / np.sqrt(len(true))  # 5 sigma of independent noise
+        assert "weights" not in replies[n] and "num_samples" not in replies[n]
+
+    drop.wait_for_approvals()
+    weights, replies = drop.secure_round(drop.weights, 1)
+    assert names[1] not in replies
+    survivors = {n: per_site[n] for n in names if n != names[1]}
+    expected = plain.strategy.aggregate(start, survivors)
+    for k in expected:
+        assert np.max(np.abs(weights[k] - expected[k])) < 1e-5, k
+    from datasites.training import dp_train
+    from syft_policies.refusals import Refused
+
+    with pytest.raises(Refused, match="secure aggregation"):  # the plain, unmasked path stays closed
+        dp_train(None, start, secure.plan.job_plan())
