@@ -12,6 +12,7 @@ import secrets
 import numpy as np
 
 from .cohort_asset import check_frame
+from .compliance import require_compliant
 from .jobstate import check_approval, output_digest, site_audit, site_ledger
 
 __all__ = ["dp_prevalence", "laplace_count"]
@@ -38,6 +39,7 @@ def dp_prevalence(cohort, plan: dict) -> dict:
         if not plan.get(key):
             raise ValueError(f"the plan needs {key!r}")
     cohort = check_frame(cohort)
+    require_compliant(cohort, name="sepsis_cohort")
     site_uid = str(cohort["site_uid"].iloc[0])
     check_approval(site_uid, plan["study"])
     ledger = site_ledger(site_uid)

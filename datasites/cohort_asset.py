@@ -9,6 +9,7 @@ which hospital's job-state store (privacy accountant, local layers) it runs agai
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from synthetic_data import SyntheaExport, build_cohort
@@ -31,6 +32,7 @@ def cohort_frame(export: SyntheaExport, *, site_uid: str, seed: int = 0) -> pd.D
     parts = []
     for split, part in (("train", train), ("test", test)):
         frame = part.tabular[list(STATIC_FEATURES)].reset_index(drop=True).astype("float32")
+        frame["age"] = np.where(frame["age"] >= 89, np.minimum(np.floor(frame["age"]), 90), frame["age"])  # Safe Harbor: 90+
         n, T, F = part.sequences.shape
         seq = pd.DataFrame(part.sequences.reshape(n, T * F).astype("float32"),
                            columns=[f"h{t:02d}_{f}" for t in range(T) for f in SEQUENCE_FEATURES])

@@ -67,8 +67,25 @@ def _mlp(n_features: int = len(STATIC_FEATURES) + 4 * len(SEQUENCE_FEATURES), hi
     return SepsisMLP()
 
 
+def _rwe_logreg(n_features: int = 14):
+    import torch
+
+    class ResponseModel(torch.nn.Module):
+        """Logistic regression of objective response on biomarkers, treatment and their
+        interactions (oncology RWE asset): the coefficients are the story, so no hidden layer."""
+
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(n_features, 1)
+
+        def forward(self, x):
+            return self.head(x).squeeze(-1)
+
+    return ResponseModel()
+
+
 # name -> (constructor, input kind)
-MODELS = {"lstm": (_lstm, "sequences"), "mlp": (_mlp, "tabular")}
+MODELS = {"lstm": (_lstm, "sequences"), "mlp": (_mlp, "tabular"), "rwe_logreg": (_rwe_logreg, "rwe")}
 
 
 def build_model(name: str, *, seed: int = 0):
@@ -123,6 +140,8 @@ def model_inputs(frame: pd.DataFrame, model: str) -> tuple[np.ndarray, np.ndarra
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose one of {sorted(MODELS)}")
     labels = frame["label"].to_numpy(dtype=np.float32)
+    if MODELS[model][1] == "rwe":
+        return _rwe_inputs(frame), labels
     centre = np.array([REFERENCE[f][0] for f in SEQUENCE_FEATURES], np.float32)
     scale = np.array([REFERENCE[f][1] for f in SEQUENCE_FEATURES], np.float32)
     hours = sequence_columns(frame)
@@ -134,3 +153,17 @@ def model_inputs(frame: pd.DataFrame, model: str) -> tuple[np.ndarray, np.ndarra
         return np.concatenate([static, summary], axis=1).astype(np.float32), labels
     x = np.concatenate([seq, np.repeat(static[:, None, :], seq.shape[1], axis=1)], axis=2)
     return x.astype(np.float32), labels
+
+
+def _rwe_inputs(frame: pd.DataFrame) -> np.ndarray:
+    """Age (reference-scaled), sex, stage (3/4 -> 0/1), five biomarkers, treatment, and
+    treatment x biomarker: 14 columns for ``rwe_logreg``."""
+    from synthetic_data.oncology import BIOMARKERS
+
+    if "treated" not in frame.columns:
+        raise ValueError("this frame has no 'treated' column; is it the rwe_cohort asset?")
+    treated = frame["treated"].to_numpy(np.float32)
+    markers = [frame[m].to_numpy(np.float32) for m in BIOMARKERS]
+    columns = [_scaled(frame, "age"), frame["male"].to_numpy(np.float32),
+               frame["stage"].to_numpy(np.float32) - 3.0, *markers, treated, *[treated * m for m in markers]]
+    return np.stack(columns, axis=1).astype(np.float32)

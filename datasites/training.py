@@ -19,6 +19,7 @@ import numpy as np
 from syft_policies.refusals import Refused
 
 from .cohort_asset import check_frame, split_rows
+from .compliance import require_compliant
 from .jobstate import check_approval, output_digest, site_audit, site_ledger, study_state
 from .models import build_model, get_weights, model_inputs, set_weights
 
@@ -166,6 +167,7 @@ def train_round(cohort, weights: dict, plan: dict) -> dict:
     """The round itself (shared by the plain and the securely aggregated paths)."""
     _check_plan(plan)
     cohort = check_frame(cohort)
+    require_compliant(cohort, name="sepsis_cohort")
     train = split_rows(cohort, "train")
     if len(train) < 20:
         raise ValueError("fewer than 20 training patients at this site: DP-SGD would be all noise")

@@ -64,7 +64,7 @@ class SitePolicy:
     min_noise_multiplier: float = 0.5
     max_grad_norm: float = 5.0
     max_delta: float = 1e-5
-    models: tuple[str, ...] = ("lstm", "mlp")
+    models: tuple[str, ...] = ("lstm", "mlp", "rwe_logreg")
     min_cell: int = 10
     max_release_rows: int = 256
 
