@@ -62,7 +62,7 @@ def _add_budget_endpoint(admin, site_uid: str) -> None:
         raise RuntimeError(f"could not add the {BUDGET_ENDPOINT} endpoint: {result}")
 
 
-def provision(server, spec: HospitalSpec, site_dir: Path) -> None:
+def provision(server, spec: HospitalSpec, site_dir: Path, *, icu_dataset: bool = True) -> None:
     """Make the datasite match the spec: no guest sign-up, officer and researcher
     accounts with their roles, and the dataset with private data plus its mock twin.
 
@@ -85,7 +85,7 @@ def provision(server, spec: HospitalSpec, site_dir: Path) -> None:
         for r in spec.researchers:
             _register(admin, r, passwords[r.email])
         _add_budget_endpoint(admin, server.id.no_dash)
-        if spec.dataset_name in [d.name for d in admin.datasets]:
+        if not icu_dataset or spec.dataset_name in [d.name for d in admin.datasets]:
             return
     private = load_synthea(private_dir(home, spec.name))
     mock = load_synthea(mock_dir(home, spec.name))

@@ -7,6 +7,8 @@ the ``rwe_logreg`` model; the analytics job reads the biomarker and treatment co
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -40,3 +42,42 @@ def rwe_frame(raw: pd.DataFrame, *, site_uid: str, secret: bytes, seed: int = 0)
     })
     meta = pd.DataFrame({"site_uid": site_uid, "split": split, "label": clean["response"].astype("int8")})
     return pd.concat([meta, features], axis=1).reset_index(drop=True)
+
+
+def publish_rwe(site, *, n: int, seed: int, epsilon_budget: float = 10.0) -> tuple:
+    """The data owner's steps at one hospital: generate the raw extract, check it (it fails),
+    de-identify, check again (it must pass), publish private + mock, set the dataset's budget.
+    Returns the two compliance reports. Idempotent: an existing dataset is left as it is."""
+    import secrets as pysecrets
+
+    import syft as sy
+
+    from synthetic_data.oncology import generate_rwe
+    from syft_policies.ledger import BudgetLedger
+
+    from .compliance import check_asset
+    from .jobstate import LEDGER_FILE
+    from .quiet import quiet
+
+    raw = generate_rwe(site.spec.name, n=n, region=site.spec.region, seed=seed)
+    before = check_asset(raw, name=f"{site.spec.name} raw oncology extract")
+    admin = site.admin()
+    site_uid = json.loads((site.site_dir / "site.json").read_text())["uid"]  # the datasite's id
+    private = rwe_frame(raw, site_uid=site_uid, secret=pysecrets.token_bytes(32), seed=seed)
+    mock = rwe_frame(generate_rwe(site.spec.name + "-mock", n=max(60, n // 4), region=site.spec.region,
+                                  seed=seed + 1), site_uid="mock", secret=b"mock" * 8, seed=seed)
+    after = check_asset(private, name=RWE_ASSET, schema=RWE_SCHEMA)
+    if not after.compliant:
+        raise RuntimeError(f"de-identification left problems:\n{after}")
+    BudgetLedger(site.site_dir / LEDGER_FILE).ensure_budget(RWE_DATASET, epsilon_budget)
+    with quiet():
+        if RWE_DATASET in [d.name for d in admin.datasets]:
+            return before, after
+        asset = sy.Asset(name=RWE_ASSET, data=private, mock=mock, mock_is_real=False,
+                         description="Advanced NSCLC patients: biomarkers, first-line treatment, objective "
+                                     "response; de-identified (Safe Harbor), years only, ages top-coded at 90.")
+        result = admin.upload_dataset(sy.Dataset(name=RWE_DATASET, asset_list=[asset],
+                                                 description="Oncology real-world evidence (synthetic)."))
+    if type(result).__name__ == "SyftError":
+        raise RuntimeError(f"uploading {RWE_DATASET} to {site.spec.name} failed: {result}")
+    return before, after

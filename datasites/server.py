@@ -163,12 +163,13 @@ def _wait_http(port: int, proc: subprocess.Popen | None, timeout: float, log: Pa
 
 
 def start_site(spec: HospitalSpec, home: str | Path, *, mode: str = "inprocess", port: int | None = None,
-               timeout: float = 180.0) -> SiteHandle:
+               timeout: float = 180.0, icu_dataset: bool = True) -> SiteHandle:
     """Start (and provision, idempotently) one hospital datasite.
 
     ``mode="inprocess"`` runs it in this Python process; ``mode="http"`` starts its own
     process serving on loopback (``port`` or the spec's port) that outlives this one.
-    Site data must exist (see :func:`datasites.ensure_site_data`).
+    Site data must exist (see :func:`datasites.ensure_site_data`) unless ``icu_dataset=False``
+    (a site that serves other datasets only, e.g. the cross-border scenario's; in-process).
     """
     home = Path(home).resolve()
     site_dir = home / spec.name
@@ -176,7 +177,7 @@ def start_site(spec: HospitalSpec, home: str | Path, *, mode: str = "inprocess",
         from .provision import provision
 
         server = open_datasite(spec, site_dir)
-        provision(server, spec, site_dir)
+        provision(server, spec, site_dir, icu_dataset=icu_dataset)
         return SiteHandle(spec, site_dir, mode, server=server)
     if mode != "http":
         raise ValueError(f"mode must be 'inprocess' or 'http', got {mode!r}")

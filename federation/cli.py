@@ -51,21 +51,55 @@ def _one(name: str):
 @app.command()
 def demo(
     home: Path = HomeOpt,
-    patients: int = typer.Option(4000, help="Patients in the simulated population (split across hospitals)."),
+    scenario: str = typer.Option("sepsis", help="sepsis: federated DP-SGD across three ICUs, with baselines; "
+                                               "cross-border: EU + US oncology RWE study with HE analytics, "
+                                               "regional secure aggregation and the report."),
+    patients: Optional[int] = typer.Option(None, help="sepsis: patients in the population (default 4000); "
+                                                      "cross-border: oncology patients per hospital (default 600)."),
     seed: int = typer.Option(7, help="Seed for the data generator and the study."),
-    rounds: int = typer.Option(8, min=1, help="Federated rounds."),
+    rounds: Optional[int] = typer.Option(None, min=1, help="Federated rounds (default 8; cross-border 4)."),
     servers: bool = typer.Option(False, "--servers", help="Run every hospital as its own HTTP server process."),
-    results: Path = typer.Option(Path("results"), help="Where summary.json and the plots go."),
+    results: Optional[Path] = typer.Option(None, help="Where summary.json, plots and reports go "
+                                                      "(default results/ or results/cross-border/)."),
 ):
-    """Federated DP-SGD study of sepsis across three hospitals, with pooled and local baselines."""
+    """Run a demo study end to end on simulated hospitals."""
+    if scenario == "cross-border":
+        from federation.crossborder import run_cross_border
+
+        if servers:
+            raise typer.BadParameter("the cross-border scenario runs in-process only", param_hint="--servers")
+        if patients is not None and patients < 200:
+            raise typer.BadParameter("use at least 200 oncology patients per hospital", param_hint="--patients")
+        summary = run_cross_border(home, n_patients=patients or 600, rounds=rounds or 4, seed=seed,
+                                   results=results or Path("results/cross-border"), echo=typer.echo)
+        typer.echo(f"pooled AUROC {summary['model']['auroc']:.3f}; report: {', '.join(summary['report'])} "
+                   f"({summary['wall_seconds']:.0f}s)")
+        return
+    if scenario != "sepsis":
+        raise typer.BadParameter(f"unknown scenario {scenario!r}; choose sepsis or cross-border",
+                                 param_hint="--scenario")
     from federation.demo import format_summary, run_demo
 
+    patients = 4000 if patients is None else patients
     if patients < 600:
         raise typer.BadParameter("use at least 600 patients so every hospital has a cohort to train on",
                                  param_hint="--patients")
-    summary = run_demo(home, n_patients=patients, seed=seed, servers=servers, rounds=rounds, results=results,
-                       echo=typer.echo)
+    summary = run_demo(home, n_patients=patients, seed=seed, servers=servers, rounds=rounds or 8,
+                       results=results or Path("results"), echo=typer.echo)
     typer.echo(format_summary(summary))
+
+
+@app.command()
+def report(results: Path = typer.Option(Path("results/cross-border"), help="A study's results directory.")):
+    """Write report.html and report.pdf from a cross-border study's summary.json."""
+    from federation.report import report_from
+
+    try:
+        paths = report_from(results)
+    except FileNotFoundError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+    typer.echo("written: " + ", ".join(str(p) for p in paths))
 
 
 @data_app.command("generate")

@@ -45,6 +45,7 @@ class StudyPlan:
     prox_mu: float = 0.1
     min_sites: int | None = None  # None: every site must approve; else run with at least this many
     dataset: str = "icu-sepsis"
+    asset: str = "sepsis_cohort"  # the dataset's analysis-ready asset the vetted jobs read
     seed: int = 0
     strategy_options: dict = field(default_factory=dict)
     secure_aggregation: bool = False  # sites mask their updates; the researcher sees only the sum

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from datasites.cohort_asset import COHORT_ASSET
 from datasites.models import build_model, get_weights
 from datasites.quiet import quiet
 from datasites.secure_round import SECURE_STEPS
@@ -135,9 +134,9 @@ class Study:
             if self.plan.dataset not in datasets:
                 raise StudyStopped(f"{site} has no dataset {self.plan.dataset!r} (it has {sorted(datasets)})")
             assets = {a.name: a for a in datasets[self.plan.dataset].assets}
-            if COHORT_ASSET not in assets:
-                raise StudyStopped(f"{site}'s {self.plan.dataset!r} has no {COHORT_ASSET} asset")
-            self._assets[site] = assets[COHORT_ASSET]
+            if self.plan.asset not in assets:
+                raise StudyStopped(f"{site}'s {self.plan.dataset!r} has no {self.plan.asset} asset")
+            self._assets[site] = assets[self.plan.asset]
         return self._assets[site]
 
     def _syft_function(self, site: str, body, name: str, limit: int):
@@ -276,6 +275,14 @@ class Study:
         after masking is dropped and the round completes without it (with at least
         ``plan.secagg_threshold`` survivors); nothing of its update is revealed.
         """
+        total, replies = self.secure_totals(weights, round_no)
+        n = float(total.pop("~n")[0])
+        average = {k: (v / n).astype(np.asarray(weights[k]).dtype) for k, v in total.items()}
+        return {**weights, **average}, replies
+
+    def secure_totals(self, weights: dict, round_no: int) -> tuple[dict, dict]:
+        """The unmasked sums of ``num_samples * weights`` (and of ``num_samples``, key ``~n``) over
+        the sites that completed the round, and their replies: what a regional aggregator forwards."""
         from secagg import AggregationFailed, SecAggServer
 
         local = tuple(self.strategy.local_layers())
@@ -305,12 +312,9 @@ class Study:
         answers = each([names[i] for i in survivors],
                        lambda s: step(s, step="unmask", survivors=survivors, dropped=dropped))
         try:
-            total = server.unmask(list(answers.values()))
+            return server.unmask(list(answers.values())), replies
         except (AggregationFailed, KeyError) as exc:
             raise StudyStopped(f"round {round_no} could not be unmasked: {exc}") from exc
-        n = float(total.pop("~n")[0])
-        average = {k: (v / n).astype(np.asarray(shared[k]).dtype) for k, v in total.items()}
-        return {**weights, **average}, replies
 
     def evaluate(self, site: str, weights: dict) -> dict:
         return self._call(site, self.evaluate_function, weights)

@@ -62,7 +62,8 @@ class Contribution:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Contribution":
-        return cls(**{**data, "cells": tuple(data["cells"]), "sites": tuple(data["sites"])})
+        fields = {k: data[k] for k in cls.__dataclass_fields__}  # a job's reply may carry more (epsilon ...)
+        return cls(**{**fields, "cells": tuple(fields["cells"]), "sites": tuple(fields["sites"])})
 
 
 def public_context(public: bytes):

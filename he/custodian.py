@@ -23,6 +23,23 @@ __all__ = ["KeyCustodian", "TooFewSites", "CKKS_PARAMETERS"]
 CKKS_PARAMETERS = {"poly_modulus_degree": 8192, "coeff_mod_bit_sizes": [60, 40, 40, 60], "global_scale_bits": 40}
 
 
+def parameter_context():
+    """A throw-away public context with the study parameters: enough to read a ciphertext's size."""
+    import tenseal as ts
+
+    global _PARAMETER_CONTEXT
+    if _PARAMETER_CONTEXT is None:
+        p = CKKS_PARAMETERS
+        context = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=p["poly_modulus_degree"],
+                             coeff_mod_bit_sizes=p["coeff_mod_bit_sizes"])
+        context.make_context_public()
+        _PARAMETER_CONTEXT = context
+    return _PARAMETER_CONTEXT
+
+
+_PARAMETER_CONTEXT = None
+
+
 class TooFewSites(PermissionError):
     """The custodian refuses to decrypt a sum over fewer sites than the study requires."""
 

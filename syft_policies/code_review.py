@@ -25,6 +25,7 @@ __all__ = ["review_code", "ReviewReport", "Finding", "SitePolicy", "planned_epsi
 
 VETTED_JOBS = {"datasites.training": {"dp_train"}, "datasites.evaluation": {"evaluate"},
                "datasites.jobs": {"cohort_summary"}, "datasites.analytics": {"dp_prevalence"},
+               "datasites.rwe_analytics": {"rwe_statistics"},
                "datasites.secure_round": {"secure_train"}}
 SAFE_MODULES = {"numpy", "pandas", "math", "statistics", "collections", "itertools", "functools"}
 DANGEROUS_MODULES = {"os", "sys", "subprocess", "socket", "urllib", "http", "requests", "httpx", "ftplib",
@@ -342,7 +343,7 @@ def review_code(source: str, *, site_policy: SitePolicy | None = None, plan: dic
             problems.append(f"delta {plan.get('delta')} above {policy.max_delta}")
         if plan.get("model") not in policy.models:
             problems.append(f"model {plan.get('model')!r} is not one the site allows")
-    elif plan and any(v.endswith("dp_prevalence") for v in vetted):
+    elif plan and any(v.endswith(("dp_prevalence", "rwe_statistics")) for v in vetted):
         executions = int(((release or {}).get("settings") or {}).get("limit", 1))
         dp = {"mechanism": "laplace", "epsilon": plan.get("epsilon"), "executions": executions}
         cost = float(plan.get("epsilon") or 0) * executions  # basic composition over every allowed call

@@ -9,7 +9,9 @@ An output is row-level data, and blocked, when it is or holds:
 - a table (pandas DataFrame / Series / Index);
 - an array, list or dict with more than ``max_rows`` entries along one axis (model weights
   are smaller: the LSTM's largest matrix has 128 rows);
-- a string or bytes longer than ``max_text`` (an export: CSV, JSON, a pickle);
+- a string or bytes longer than ``max_text`` (an export: CSV, JSON, a pickle), unless the
+  bytes are a CKKS ciphertext of at most ``max_rows`` values (HE analytics; the key is
+  the custodian's, see ``he.custodian``);
 - an identifier-shaped string (UUID, SSN, Synthea M-id), as a value or as a key;
 - an exact copy of private values: a run of ``min_run`` or more numbers equal to
   consecutive rows of an input column, or non-integer numbers most of which are exact
@@ -149,6 +151,8 @@ def find_row_level_data(value: Any, *, max_rows: int = 256, max_text: int = 512,
         if shape is not None and len(shape) > 0 and max(shape) > max_rows:
             return f"{where} has {max(shape)} entries along one axis (more than {max_rows})"
         if isinstance(v, (str, bytes, bytearray)):
+            if isinstance(v, (bytes, bytearray)) and len(v) > max_text and _small_ciphertext(bytes(v), max_rows):
+                return None  # a CKKS ciphertext of at most max_rows values: only the key holder reads it
             if len(v) > max_text:
                 return f"{where} is {len(v)} characters of text or bytes (an export; more than {max_text})"
             if isinstance(v, str) and IDENTIFIER.match(v):
@@ -182,6 +186,20 @@ def find_row_level_data(value: Any, *, max_rows: int = 256, max_text: int = 512,
         if problem:
             problem = f"the output copies private data: {problem}"
     return problem
+
+
+def _small_ciphertext(blob: bytes, max_rows: int) -> bool:
+    """True for a TenSEAL CKKS vector (medsyft's HE parameters) holding at most ``max_rows`` values."""
+    try:
+        import tenseal as ts
+
+        from he.custodian import parameter_context
+
+        vector = ts.lazy_ckks_vector_from(blob)
+        vector.link_context(parameter_context())
+        return 0 < vector.size() <= max_rows
+    except Exception:  # noqa: BLE001 - anything that does not parse is not a ciphertext
+        return False
 
 
 def _is_count(v) -> bool:

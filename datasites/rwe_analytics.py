@@ -1,0 +1,97 @@
+"""Vetted job: the oncology RWE statistics of one hospital, DP-noised and HE-encrypted.
+
+Cells (``RWE_CELLS``): patients, an age histogram, treatment x response, and for each
+biomarker a biomarker x response table within each treatment arm (the odds ratios of
+response the report shows). A patient counts once in ``n``, once in the histogram, once
+in the treatment table and once in each of the 5 biomarker tables: L1 sensitivity 8, so
+every cell gets Laplace(8 / epsilon) noise before it is encrypted under the study's
+public key (whose SHA-256 is pinned in the approved plan, so a researcher cannot slip in
+a key they can decrypt with) and signed with the site's own key. The epsilon is paid
+from the ledger first; the site never releases a plaintext cell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+import numpy as np
+
+from synthetic_data.oncology import BIOMARKERS
+from syft_policies.refusals import Refused
+
+from .cohort_asset import check_frame
+from .compliance import require_compliant
+from .jobstate import check_approval, output_digest, site_audit, site_directory, site_ledger
+from .rwe_asset import RWE_SCHEMA
+
+__all__ = ["rwe_statistics", "rwe_cells", "RWE_CELLS", "SENSITIVITY", "site_signer", "AGE_BINS"]
+
+AGE_BINS = (20, 50, 60, 70, 80, 91)
+ARMS = ("treated", "untreated")
+RWE_CELLS = (("n",) + tuple(f"age_{lo}_{hi - 1}" for lo, hi in zip(AGE_BINS, AGE_BINS[1:]))
+             + tuple(f"{arm}_{r}" for arm in ARMS for r in ("responders", "nonresponders"))
+             + tuple(f"{m}_{arm}_{pos}_{r}" for m in BIOMARKERS for arm in ARMS for pos in ("pos", "neg")
+                     for r in ("responders", "nonresponders")))
+SENSITIVITY = 8.0
+SIGNING_KEY = "he_signing_key"
+
+
+def site_signer(site_dir: Path, name: str):
+    """The site's Ed25519 key for signing its encrypted statistics (made once, mode 0600)."""
+    from he import Signer
+
+    path = Path(site_dir) / SIGNING_KEY
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(Signer(name).private_bytes())
+    return Signer.from_private_bytes(name, path.read_bytes())
+
+
+def rwe_cells(frame) -> dict[str, float]:
+    """The exact cells (before noise); used by the job and by tests."""
+    age, label = frame["age"].to_numpy(float), frame["label"].to_numpy() == 1
+    treated = frame["treated"].to_numpy() > 0.5
+    out = {"n": float(len(frame))}
+    hist = np.histogram(np.minimum(age, 90), bins=AGE_BINS)[0]
+    out.update({f"age_{lo}_{hi - 1}": float(c) for lo, hi, c in zip(AGE_BINS, AGE_BINS[1:], hist)})
+    for arm, in_arm in (("treated", treated), ("untreated", ~treated)):
+        out[f"{arm}_responders"] = float((in_arm & label).sum())
+        out[f"{arm}_nonresponders"] = float((in_arm & ~label).sum())
+        for m in BIOMARKERS:
+            pos = frame[m].to_numpy() > 0.5
+            for tag, has in (("pos", pos), ("neg", ~pos)):
+                out[f"{m}_{arm}_{tag}_responders"] = float((in_arm & has & label).sum())
+                out[f"{m}_{arm}_{tag}_nonresponders"] = float((in_arm & has & ~label).sum())
+    return {c: out[c] for c in RWE_CELLS}
+
+
+def rwe_statistics(cohort, plan: dict, message: dict) -> dict:
+    """This hospital's encrypted, signed, epsilon-DP contribution to the study's statistics."""
+    from he import encrypt
+
+    epsilon = float(plan.get("epsilon", 0))
+    if not 0 < epsilon <= 5:
+        raise ValueError(f"plan epsilon must be in (0, 5], got {plan.get('epsilon')!r}")
+    public = bytes(message.get("public_context", b""))
+    if hashlib.sha256(public).hexdigest() != plan.get("he_context_sha256"):
+        raise Refused("the public key given is not the one the hospital approved for this study")
+    frame = check_frame(cohort)
+    require_compliant(frame, name="rwe_cohort", schema=RWE_SCHEMA)
+    site_uid = str(frame["site_uid"].iloc[0])
+    directory = site_directory(site_uid)
+    if directory is None:  # the mock twin / a dry run: the layout, no data, no key
+        return {"dry_run": True, "cells": list(RWE_CELLS)}
+    check_approval(site_uid, plan["study"])
+    left = site_ledger(site_uid).debit(plan["dataset"], epsilon, reference=f"{plan['study']}/rwe_statistics")
+    rng = np.random.default_rng(secrets.randbits(128))
+    noisy = {c: v + float(rng.laplace(0.0, SENSITIVITY / epsilon)) for c, v in rwe_cells(frame).items()}
+    signer = site_signer(directory, plan["site"])
+    contribution = encrypt(noisy, public=public, signer=signer, study=plan["study"], query=plan["query"])
+    reply = {**contribution.to_dict(), "epsilon": epsilon, "budget_remaining": left}
+    site_audit(site_uid).append("executed", job="datasites.rwe_analytics.rwe_statistics", study=plan["study"],
+                                dataset=plan["dataset"], epsilon_debited=epsilon, output_sha256=output_digest(reply))
+    return reply

@@ -1,0 +1,283 @@
+"""The cross-border RWE study: EU and US hospitals, regional aggregators, HE analytics,
+securely aggregated DP training, and the report.
+
+A pharmaceutical sponsor asks whether an investigational drug works better in tumours with
+certain biomarkers. EU hospitals (GDPR) and US hospitals (HIPAA) each hold an oncology
+extract. At each hospital the data owner de-identifies it until the Safe Harbor check
+passes. The aggregation plan keeps every hospital's contribution in its region; a plan
+that does not is refused before any request goes out. Then two things run, both approved
+per hospital:
+
+- statistics: each hospital adds Laplace noise to its counts and encrypts them under the
+  key custodian's CKKS key. The EU and US aggregators add their region's ciphertexts;
+  only the two regional sums cross to the global aggregator, and the custodian decrypts
+  only the global sum;
+- a response model: DP-SGD logistic regression, securely aggregated within each region.
+  Only regional sums cross, and they are averaged globally.
+
+Everything the report shows comes from these aggregates, with cells under 10 suppressed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from datasites import shipped_specs, start_site
+from datasites.quiet import quiet
+from datasites.rwe_analytics import RWE_CELLS, site_signer
+from datasites.rwe_asset import RWE_ASSET, RWE_DATASET, publish_rwe
+from syft_policies import approve_request, list_requests
+from syft_policies.review import review_request
+
+from .metrics import pooled_auroc
+from .plan import StudyPlan
+from .requests import fetch_result, submit_request
+from .study import Study
+from .topology import GLOBAL, AggregationPlan, SiteInfo, SovereigntyPolicy, SovereigntyViolation, regional_plan
+
+__all__ = ["run_cross_border", "cross_border_specs", "release_cells", "odds_ratio", "MIN_CELL"]
+
+MIN_CELL = 10
+IRB = "IRB-RWE-2026-042"
+DUA = "DUA-SPONSOR-EU-US-7"
+PURPOSE = "biomarkers of response to drug-x in advanced NSCLC (real-world evidence)"
+
+
+def cross_border_specs():
+    """The shipped hospitals plus a second US hospital (``datasites/specs/cross-border``)."""
+    extra = Path(__file__).resolve().parent.parent / "datasites" / "specs" / "cross-border"
+    return shipped_specs() + shipped_specs(extra)
+
+
+def release_cells(cells: dict[str, float], *, min_cell: int = MIN_CELL) -> dict[str, int | None]:
+    """Decrypted noisy counts as released: rounded, negative noise clipped at 0, cells under ``min_cell`` None."""
+    out = {}
+    for name, value in cells.items():
+        count = max(0, int(round(value)))
+        out[name] = count if count >= min_cell else None
+    return out
+
+
+def odds_ratio(a, b, c, d) -> dict:
+    """Odds ratio (a*d)/(b*c) with a Woolf 95% CI; None if any cell was suppressed."""
+    if None in (a, b, c, d) or 0 in (a, b, c, d):
+        return {"or": None, "low": None, "high": None, "note": "suppressed (a cell below the minimum size)"}
+    log_or = np.log(a * d / (b * c))
+    se = np.sqrt(1 / a + 1 / b + 1 / c + 1 / d)
+    return {"or": float(np.exp(log_or)), "low": float(np.exp(log_or - 1.96 * se)),
+            "high": float(np.exp(log_or + 1.96 * se))}
+
+
+def _statistics_request(client, asset, plan: dict):
+    import syft as sy
+
+    from syft_policies.release import ReleasePolicy
+
+    def rwe_statistics_request(cohort, plan, message):
+        from datasites.rwe_analytics import rwe_statistics
+        return rwe_statistics(cohort, plan, message)
+
+    with quiet():
+        return sy.syft_function(
+            input_policy=sy.MixedInputPolicy(client=client, cohort=asset, plan=sy.Constant(val=plan), message=dict),
+            output_policy=ReleasePolicy(limit=1))(rwe_statistics_request)
+
+
+def _approve_all(site, echo) -> list[dict]:
+    officer, ledger, audit, governance = site.officer(), site.ledger(), site.audit(), site.governance()
+    decisions = []
+    for req in list_requests(officer, status="pending"):
+        dataset = (req.plan or {}).get("dataset", RWE_DATASET)
+        report = review_request(officer, req.id, budget_remaining=ledger.remaining(dataset))
+        if report.risk != "low":
+            raise RuntimeError(f"{site.spec.name}: {req.function} reviewed {report.risk} risk:\n{report}")
+        approve_request(officer, req.id, ledger=ledger, audit=audit, governance=governance, irb=IRB, dua=DUA,
+                        purpose=PURPOSE, expires=(dt.date.today() + dt.timedelta(days=180)).isoformat())
+        cost = f", epsilon {report.epsilon_cost:.2f}" if report.epsilon_cost is not None else ""
+        echo(f"  {site.spec.name:<16} approved {req.function} (review: low risk{cost})")
+        decisions.append({"function": req.function, "risk": report.risk, "epsilon": report.epsilon_cost})
+    return decisions
+
+
+def _violating_plan(plan: AggregationPlan, eu_site: str) -> AggregationPlan:
+    return AggregationPlan({**plan.routes, eu_site: GLOBAL}, plan.aggregators, plan.upstream)
+
+
+def run_cross_border(home: Path, *, n_patients: int = 600, rounds: int = 4, seed: int = 7,
+                     results: Path = Path("results/cross-border"), echo=print) -> dict:
+    """Run the scenario end to end on in-process datasites; write ``summary.json`` and the report."""
+    from he import KeyCustodian, Signer, combine
+    from he.contribution import Contribution
+    from he.custodian import CKKS_PARAMETERS
+
+    t0 = time.monotonic()
+    specs = cross_border_specs()
+    home = Path(home) / "cross-border"
+    shutil.rmtree(home, ignore_errors=True)
+    study_id = "rwe-drugx"
+    echo(f"[1/7 0s] {len(specs)} hospitals: EU {[s.name for s in specs if s.region == 'EU']}, "
+         f"US {[s.name for s in specs if s.region == 'US']}")
+    sites = {s.name: start_site(s, home, icu_dataset=False) for s in specs}  # oncology data only
+    try:
+        echo(f"[2/7 {time.monotonic() - t0:.0f}s] data owners: Safe Harbor check of the raw oncology extract, "
+             "de-identify, check, publish")
+        compliance = {}
+        for i, site in enumerate(sites.values()):
+            before, after = publish_rwe(site, n=n_patients, seed=seed + i)
+            compliance[site.spec.name] = {"raw": sorted(before.identifiers), "published": after.compliant}
+            echo(f"  {site.spec.name:<16} raw extract FAIL ({', '.join(sorted(before.identifiers))}) -> "
+                 f"published {'PASS' if after.compliant else 'FAIL'}")
+
+        echo(f"[3/7 {time.monotonic() - t0:.0f}s] aggregation plan and data sovereignty")
+        infos = [SiteInfo.from_spec(s) for s in specs]
+        policy = SovereigntyPolicy()
+        plan = regional_plan(infos)
+        eu_site = next(s.name for s in specs if s.region == "EU")
+        try:
+            policy.check(_violating_plan(plan, eu_site), infos)
+            refused = None
+        except SovereigntyViolation as exc:
+            refused = str(exc)
+            echo(f"  a plan sending {eu_site}'s contribution straight to the global aggregator: REFUSED")
+        policy.check(plan, infos)
+        regions = {a: plan.members(a) for a in plan.aggregators if a != GLOBAL}
+        echo("  " + "; ".join(f"{a}: {', '.join(m)}" for a, m in regions.items()) + f"; only regional sums -> {GLOBAL}")
+
+        echo(f"[4/7 {time.monotonic() - t0:.0f}s] key custodian makes the CKKS study key; researcher submits the requests")
+        custodian = KeyCustodian(study_id, min_sites=2)
+        public = custodian.public_context()
+        signers = {a: Signer(a) for a in plan.aggregators}
+        for name, site in sites.items():  # out-of-band: each hospital registers its signing key
+            custodian.register(name, site_signer(site.site_dir, name).public_key, role="site")
+        for a, s in signers.items():
+            custodian.register(a, s.public_key, role="aggregator")
+        keys = {**custodian.sites, **custodian.aggregators}
+        clients = {name: site.researcher() for name, site in sites.items()}
+        stats_plan = {"study": study_id, "dataset": RWE_DATASET, "epsilon": 1.0, "query": "rwe-v1",
+                      "he_context_sha256": hashlib.sha256(public).hexdigest()}
+        assets = {}
+        for name, client in clients.items():
+            with quiet():
+                assets[name] = {a.name: a for a in client.datasets[RWE_DATASET].assets}[RWE_ASSET]
+            submit_request(client, _statistics_request(client, assets[name], {**stats_plan, "site": name}))
+        model_plans, studies = {}, {}
+        for aggregator, members in regions.items():
+            region = plan.aggregators[aggregator]
+            model_plans[aggregator] = StudyPlan(
+                study=f"{study_id}-{region.lower()}", sites=members, model="rwe_logreg", dataset=RWE_DATASET,
+                asset=RWE_ASSET, rounds=rounds, epsilon=3.0, sample_rate=0.1, lr=0.3, local_epochs=2, max_grad_norm=1.0,
+                secure_aggregation=True, seed=seed)
+            studies[aggregator] = Study(model_plans[aggregator], {m: clients[m] for m in members},
+                                        directory=home / "studies" / aggregator, echo=echo, progress=False)
+            studies[aggregator].submit()
+
+        echo(f"[5/7 {time.monotonic() - t0:.0f}s] compliance officers: automatic review, approval with IRB / DUA / expiry")
+        approvals = {name: _approve_all(site, echo) for name, site in sites.items()}
+
+        echo(f"[6/7 {time.monotonic() - t0:.0f}s] HE statistics: encrypted at each hospital, summed in-region, decrypted globally")
+        t_stats = time.monotonic()
+        contributions = {name: Contribution.from_dict(
+            fetch_result(clients[name], "rwe_statistics_request", cohort=assets[name],
+                         message={"public_context": public})) for name in sites}
+        regional = {a: combine([contributions[m] for m in members], public=public, signer=signers[a], keys=keys)
+                    for a, members in regions.items()}
+        flows = [{"from": m, "to": a, "what": "encrypted statistics of one hospital"}
+                 for a, members in regions.items() for m in members]
+        flows += [{"from": a, "to": GLOBAL, "what": f"encrypted sum over {len(regional[a].sites)} hospitals"}
+                  for a in regional]
+        world = combine(list(regional.values()), public=public, signer=signers[GLOBAL], keys=keys)
+        released = release_cells(custodian.decrypt(world))
+        stats_seconds = time.monotonic() - t_stats
+
+        echo(f"[7/7 {time.monotonic() - t0:.0f}s] response model: DP-SGD at each hospital, secure aggregation per region, {rounds} rounds")
+        weights = dict(next(iter(studies.values())).weights)
+        history = []
+        for study in studies.values():
+            study.wait_for_approvals()
+        t_model = time.monotonic()
+        for r in range(1, rounds + 1):
+            totals, epsilons = {}, {}
+            for aggregator, study in studies.items():
+                total, replies = study.secure_totals(weights, r)
+                totals[aggregator] = total
+                epsilons.update({s: float(rep["epsilon"]) for s, rep in replies.items()})
+            n = sum(float(t["~n"][0]) for t in totals.values())
+            weights = {**weights, **{k: (sum(t[k] for t in totals.values()) / n).astype(np.float32)
+                                     for k in totals[next(iter(totals))] if k != "~n"}}
+            evaluations = {s: study.evaluate(s, weights) for study in studies.values() for s in study.plan.sites}
+            auroc = pooled_auroc(list(evaluations.values()))
+            history.append({"round": r, "auroc": auroc, "epsilon": epsilons})
+            echo(f"  round {r}: pooled AUROC {auroc:.3f}, max epsilon {max(epsilons.values()):.2f}")
+        model_seconds = time.monotonic() - t_model
+        flows += [{"from": m, "to": a, "what": "masked model update (secure aggregation)"}
+                  for a, members in regions.items() for m in members]
+        flows += [{"from": a, "to": GLOBAL, "what": "regional sum of updates"} for a in regions]
+
+        ledgers = {name: site.ledger().statement() for name, site in sites.items()}
+        audits = {name: site.audit().verify() for name, site in sites.items()}
+        governance = {name: [a.__dict__ for a in site.governance().for_study(study_id)]
+                      + [a.__dict__ for p in model_plans.values() for a in site.governance().for_study(p.study)]
+                      for name, site in sites.items()}
+    finally:
+        for site in sites.values():
+            site.stop()
+
+    coefficients = dict(zip(_FEATURE_NAMES, np.ravel(weights["head.weight"]).astype(float)))
+    summary = {
+        "study": study_id, "purpose": PURPOSE, "min_cell": MIN_CELL,
+        "sites": [{"name": i.name, "region": i.region, "jurisdiction": i.jurisdiction} for i in infos],
+        "compliance": compliance,
+        "sovereignty": {"plan": {"routes": plan.routes, "upstream": plan.upstream}, "refused_plan": refused,
+                        "flows": flows},
+        "statistics": {"cells": released, "layout": list(RWE_CELLS), "epsilon_per_site": stats_plan["epsilon"],
+                       "mechanism": "Laplace, L1 sensitivity 8, added at each hospital before encryption",
+                       "sites": sorted(world.sites), "seconds": round(stats_seconds, 2)},
+        "odds_ratios": _odds_ratios(released),
+        "model": {"history": history, "auroc": history[-1]["auroc"], "coefficients": coefficients,
+                  "seconds": round(model_seconds, 2),
+                  "plans": {a: p.to_dict() for a, p in model_plans.items()}},
+        "receipt": {
+            "epsilon": {name: {row["dataset"]: row["spent"] for row in rows if row["dataset"] == RWE_DATASET}
+                        for name, rows in ledgers.items()},
+            "delta": next(iter(model_plans.values())).delta,
+            "secure_aggregation": {a: {"sites": m, "threshold": model_plans[a].secagg_threshold}
+                                   for a, m in regions.items()},
+            "he": {**CKKS_PARAMETERS, "scheme": "CKKS (TenSEAL)", "custodian_min_sites": custodian.min_sites,
+                   "decryptions": custodian.decrypted},
+            "approvals": governance,
+            "audit": {name: {"entries": v.entries, "verified": v.ok} for name, v in audits.items()},
+        },
+        "wall_seconds": round(time.monotonic() - t0, 1),
+    }
+    from .report import write_report
+
+    results = Path(results)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    summary["report"] = [str(p) for p in write_report(summary, results)]
+    return summary
+
+
+_FEATURE_NAMES = ("age", "male", "stage", "egfr", "kras", "alk", "pdl1_high", "tmb_high", "treated",
+                  "treated:egfr", "treated:kras", "treated:alk", "treated:pdl1_high", "treated:tmb_high")
+
+
+def _odds_ratios(cells: dict) -> list[dict]:
+    from synthetic_data.oncology import BIOMARKERS
+
+    out = []
+    for m in BIOMARKERS:
+        for arm in ("treated", "untreated"):
+            c = {k: cells[f"{m}_{arm}_{k}"] for k in ("pos_responders", "pos_nonresponders", "neg_responders",
+                                                       "neg_nonresponders")}
+            out.append({"biomarker": m, "arm": arm, **c,
+                        **odds_ratio(c["pos_responders"], c["pos_nonresponders"], c["neg_responders"],
+                                     c["neg_nonresponders"])})
+    return out
