@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -26,7 +25,7 @@ app.add_typer(review_app, name="review")
 app.add_typer(budget_app, name="budget")
 app.add_typer(audit_app, name="audit")
 
-HomeOpt = typer.Option(Path(os.environ.get("MEDSYFT_HOME", ".medsyft")), "--home",
+HomeOpt = typer.Option(Path(".medsyft"), "--home", envvar="MEDSYFT_HOME",
                        help="Where sites keep their data, databases and secrets (env MEDSYFT_HOME).")
 SiteOpt = typer.Option(None, "--site", "-s", help="Hospital name (repeatable); default: all shipped hospitals.")
 

@@ -28,10 +28,14 @@ def _free_port() -> int:
 
 
 def _cli(*args, env):
-    proc = subprocess.run([*MEDSYFT, *args], env=env, capture_output=True, text=True, timeout=300,
-                          cwd=Path(__file__).resolve().parent.parent)
-    assert proc.returncode == 0, f"medsyft {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
+    """The real ``medsyft`` command, invoked in this process (Typer's runner) so Syft is imported once."""
+    from typer.testing import CliRunner
+
+    from federation.cli import app
+
+    result = CliRunner().invoke(app, list(args), env={k: env[k] for k in ("MEDSYFT_SPECS", "MEDSYFT_HOME")})
+    assert result.exit_code == 0, f"medsyft {' '.join(args)} failed:\n{result.output}\n{result.exception!r}"
+    return result.output
 
 
 @pytest.fixture()
@@ -45,7 +49,9 @@ def http_site(tmp_path, network_home):
     shutil.copytree(network_home / spec.name / "data", home / spec.name / "data")
     env = {**os.environ, "MEDSYFT_SPECS": str(specs_dir), "MEDSYFT_HOME": str(home)}
     yield spec, home, env
-    subprocess.run([*MEDSYFT, "sites", "down"], env=env, capture_output=True, timeout=120)
+    from datasites import stop_site
+
+    stop_site(spec, home)
 
 
 def test_http_sites_review_cli_and_restart(http_site):

@@ -173,7 +173,7 @@ def test_the_site_budget_is_debited_and_then_refuses_runs_and_approvals(network,
     assert sum(d["epsilon"] for d in ledger.history("icu-sepsis") if d["reference"].startswith("budget/")) \
         == pytest.approx(done.epsilon["lyon-chu"], rel=1e-9)
     before = _site_state(network, "lyon-chu", "budget")
-    with pytest.raises(RuntimeError):  # ...and the third round is refused at execution
+    with pytest.raises(RuntimeError, match="privacy budget is left"):  # ...the third is refused, saying why
         study.run()
     assert _site_state(network, "lyon-chu", "budget") == before
     assert ledger.remaining("icu-sepsis") == pytest.approx(1e-6, abs=1e-9)
@@ -219,7 +219,7 @@ def test_governed_approval_two_person_rule_and_expiry(network, tmp_path):
     record.expires = (dt.date.today() - dt.timedelta(days=1)).isoformat()  # time passes
     governance.put(record)
     before = _site_state(network, "boston-general", "governed")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="expired on"):
         study.run()
     assert _site_state(network, "boston-general", "governed") == before  # nothing ran after expiry
     assert audit.verify().ok
