@@ -1,13 +1,15 @@
 """Vetted job: the oncology RWE statistics of one hospital, DP-noised and HE-encrypted.
 
-Cells (``RWE_CELLS``): patients, an age histogram, treatment x response, and for each
-biomarker a biomarker x response table within each treatment arm (the odds ratios of
-response the report shows). A patient counts once in ``n``, once in the histogram, once
-in the treatment table and once in each of the 5 biomarker tables: L1 sensitivity 8, so
-every cell gets Laplace(8 / epsilon) noise before it is encrypted under the study's
-public key (whose SHA-256 is pinned in the approved plan, so a researcher cannot slip in
-a key they can decrypt with) and signed with the site's own key. The epsilon is paid
-from the ledger first; the site never releases a plaintext cell.
+Cells (``RWE_CELLS``): patients, the sum and sum of squares of age (mean and SD), an age
+histogram, treatment x response, and for each biomarker a biomarker x response table
+within each treatment arm (the odds ratios of response the report shows). The epsilon is
+split: half to the counts (a patient counts once in ``n``, the histogram, the treatment
+table and each of the 5 biomarker tables: L1 sensitivity 8), a quarter each to the age
+sum (sensitivity 90, ages are top-coded) and the sum of squares (sensitivity 8100). Each
+cell gets its Laplace noise before it is encrypted under the study's public key (whose
+SHA-256 is pinned in the approved plan, so a researcher cannot slip in a key they can
+decrypt with) and signed with the site's own key. The epsilon is paid from the ledger
+first; the site never releases a plaintext cell.
 """
 
 from __future__ import annotations
@@ -27,16 +29,19 @@ from .compliance import require_compliant
 from .jobstate import check_approval, output_digest, site_audit, site_directory, site_ledger
 from .rwe_asset import RWE_SCHEMA
 
-__all__ = ["rwe_statistics", "rwe_cells", "RWE_CELLS", "SENSITIVITY", "site_signer", "AGE_BINS"]
+__all__ = ["rwe_statistics", "rwe_cells", "RWE_CELLS", "SENSITIVITY", "NOISE", "site_signer", "AGE_BINS",
+           "SUM_CELLS"]
 
 AGE_BINS = (20, 50, 60, 70, 80, 91)
 ARMS = ("treated", "untreated")
-RWE_CELLS = (("n",) + tuple(f"age_{lo}_{hi - 1}" for lo, hi in zip(AGE_BINS, AGE_BINS[1:]))
+RWE_CELLS = (("n", "sum_age", "sumsq_age") + tuple(f"age_{lo}_{hi - 1}" for lo, hi in zip(AGE_BINS, AGE_BINS[1:]))
              + tuple(f"{arm}_{r}" for arm in ARMS for r in ("responders", "nonresponders"))
              + tuple(f"{m}_{arm}_{pos}_{r}" for m in BIOMARKERS for arm in ARMS for pos in ("pos", "neg")
                      for r in ("responders", "nonresponders")))
-SENSITIVITY = 8.0
+SENSITIVITY = 8.0  # of the count cells together
+NOISE = {"sum_age": 90.0 / 0.25, "sumsq_age": 8100.0 / 0.25}  # sensitivity / share of epsilon; counts: 8 / 0.5
 SIGNING_KEY = "he_signing_key"
+SUM_CELLS = ("sum_age", "sumsq_age")  # sums, not counts
 
 
 def site_signer(site_dir: Path, name: str):
@@ -55,7 +60,8 @@ def rwe_cells(frame) -> dict[str, float]:
     """The exact cells (before noise); used by the job and by tests."""
     age, label = frame["age"].to_numpy(float), frame["label"].to_numpy() == 1
     treated = frame["treated"].to_numpy() > 0.5
-    out = {"n": float(len(frame))}
+    capped = np.minimum(age, 90.0)
+    out = {"n": float(len(frame)), "sum_age": float(capped.sum()), "sumsq_age": float((capped ** 2).sum())}
     hist = np.histogram(np.minimum(age, 90), bins=AGE_BINS)[0]
     out.update({f"age_{lo}_{hi - 1}": float(c) for lo, hi, c in zip(AGE_BINS, AGE_BINS[1:], hist)})
     for arm, in_arm in (("treated", treated), ("untreated", ~treated)):
@@ -88,7 +94,8 @@ def rwe_statistics(cohort, plan: dict, message: dict) -> dict:
     check_approval(site_uid, plan["study"])
     left = site_ledger(site_uid).debit(plan["dataset"], epsilon, reference=f"{plan['study']}/rwe_statistics")
     rng = np.random.default_rng(secrets.randbits(128))
-    noisy = {c: v + float(rng.laplace(0.0, SENSITIVITY / epsilon)) for c, v in rwe_cells(frame).items()}
+    noisy = {c: v + float(rng.laplace(0.0, NOISE.get(c, SENSITIVITY / 0.5) / epsilon))
+             for c, v in rwe_cells(frame).items()}
     signer = site_signer(directory, plan["site"])
     contribution = encrypt(noisy, public=public, signer=signer, study=plan["study"], query=plan["query"])
     reply = {**contribution.to_dict(), "epsilon": epsilon, "budget_remaining": left}

@@ -31,7 +31,7 @@ import numpy as np
 
 from datasites import shipped_specs, start_site
 from datasites.quiet import quiet
-from datasites.rwe_analytics import RWE_CELLS, site_signer
+from datasites.rwe_analytics import RWE_CELLS, SUM_CELLS, site_signer
 from datasites.rwe_asset import RWE_ASSET, RWE_DATASET, publish_rwe
 from syft_policies import approve_request, list_requests
 from syft_policies.review import review_request
@@ -42,7 +42,7 @@ from .requests import fetch_result, submit_request
 from .study import Study
 from .topology import GLOBAL, AggregationPlan, SiteInfo, SovereigntyPolicy, SovereigntyViolation, regional_plan
 
-__all__ = ["run_cross_border", "cross_border_specs", "release_cells", "odds_ratio", "MIN_CELL"]
+__all__ = ["run_cross_border", "cross_border_specs", "release_cells", "odds_ratio", "age_summary", "MIN_CELL"]
 
 MIN_CELL = 10
 IRB = "IRB-RWE-2026-042"
@@ -56,13 +56,28 @@ def cross_border_specs():
     return shipped_specs() + shipped_specs(extra)
 
 
-def release_cells(cells: dict[str, float], *, min_cell: int = MIN_CELL) -> dict[str, int | None]:
-    """Decrypted noisy counts as released: rounded, negative noise clipped at 0, cells under ``min_cell`` None."""
+def release_cells(cells: dict[str, float], *, min_cell: int = MIN_CELL) -> dict:
+    """Decrypted noisy cells as released: counts rounded, negative noise clipped at 0, counts
+    under ``min_cell`` None; sums (age) kept, rounded, only when ``n`` itself is released."""
     out = {}
     for name, value in cells.items():
+        if name in SUM_CELLS:
+            continue
         count = max(0, int(round(value)))
         out[name] = count if count >= min_cell else None
+    for name in SUM_CELLS:
+        if name in cells:
+            out[name] = round(float(cells[name]), 1) if out.get("n") is not None else None
     return out
+
+
+def age_summary(cells: dict) -> dict:
+    """Mean and SD of age from the released (noisy) sums; None when suppressed."""
+    n, s, ss = cells.get("n"), cells.get("sum_age"), cells.get("sumsq_age")
+    if None in (n, s, ss) or not n:
+        return {"mean": None, "sd": None}
+    mean = s / n
+    return {"mean": round(mean, 1), "sd": round(float(np.sqrt(max(ss / n - mean ** 2, 0.0))), 1)}
 
 
 def odds_ratio(a, b, c, d) -> dict:
@@ -237,7 +252,9 @@ def run_cross_border(home: Path, *, n_patients: int = 600, rounds: int = 4, seed
         "sovereignty": {"plan": {"routes": plan.routes, "upstream": plan.upstream}, "refused_plan": refused,
                         "flows": flows},
         "statistics": {"cells": released, "layout": list(RWE_CELLS), "epsilon_per_site": stats_plan["epsilon"],
-                       "mechanism": "Laplace, L1 sensitivity 8, added at each hospital before encryption",
+                       "age": age_summary(released),
+                       "mechanism": "Laplace at each hospital before encryption: counts (L1 sensitivity 8) eps/2, "
+                                    "age sum (90) eps/4, age sum of squares (8100) eps/4",
                        "sites": sorted(world.sites), "seconds": round(stats_seconds, 2)},
         "odds_ratios": _odds_ratios(released),
         "model": {"history": history, "auroc": history[-1]["auroc"], "coefficients": coefficients,

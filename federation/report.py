@@ -27,6 +27,11 @@ def _pyplot():
     return plt
 
 
+def _age(summary: dict) -> str:
+    age = summary["statistics"].get("age") or {}
+    return "suppressed" if age.get("mean") is None else f"mean {age['mean']} (SD {age['sd']}) years"
+
+
 def _count(value) -> str:
     return '<td class="count">&lt;10</td>' if value is None else f'<td class="count">{int(value)}</td>'
 
@@ -110,7 +115,8 @@ table{{border-collapse:collapse;margin:0.5em 0}}.count{{text-align:right}}</styl
 {he['custodian_min_sites']} hospitals, DP-noised at the hospitals, with counts under {summary['min_cell']}
 shown as &lt;10.</p>
 <h2>Participating hospitals</h2><table><tr><th>site</th><th>region</th><th>jurisdiction</th></tr>{sites}</table>
-<h2>Cohort</h2><p>Patients: <b>{cells['n'] if cells['n'] is not None else '&lt;10'}</b> (noisy)</p>
+<h2>Cohort</h2><p>Patients: <b>{cells['n'] if cells['n'] is not None else '&lt;10'}</b> (noisy);
+age {_age(summary)}</p>
 <table><tr><th>age</th><th>patients</th></tr>{age_rows}</table>
 <table><tr><th>arm</th><th>responders</th><th>non-responders</th><th>response rate</th></tr>{arm_rows}</table>
 <h2>Biomarkers and response</h2>
@@ -140,7 +146,7 @@ def _pdf(summary: dict, path: Path) -> Path:
     cells = summary["statistics"]["cells"]
     lines = [f"medsyft federated analytics report: {summary['study']}", summary["purpose"], "",
              "Sites: " + ", ".join(f"{s['name']} ({s['region']}/{s['jurisdiction']})" for s in summary["sites"]),
-             f"Patients (noisy): {cells['n'] if cells['n'] is not None else '<10'}", ""]
+             f"Patients (noisy): {cells['n'] if cells['n'] is not None else '<10'}; age {_age(summary)}", ""]
     for r in summary["odds_ratios"]:
         ci = "suppressed" if r["or"] is None else f"OR {r['or']:.2f} ({r['low']:.2f}-{r['high']:.2f})"
         lines.append(f"{r['biomarker']:<10} {r['arm']:<10} {ci}")
