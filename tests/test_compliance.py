@@ -56,13 +56,16 @@ def test_each_planted_identifier_is_detected_and_blocks_training(cohort, kind):
         dp_train(planted, {}, _plan())
 
 
-def test_ages_over_89_and_datetime_columns_are_detected(cohort):
+def test_ages_over_89_and_datetime_columns_are_detected_and_block_training(cohort):
     old = cohort.copy()
     old.loc[0, "age"] = 97.0
     assert "AGE_OVER_89" in check_asset(old).identifiers
     dated = cohort.copy()
     dated["admitted"] = pd.Timestamp("2024-05-01")
     assert "DATE" in check_asset(dated).identifiers
+    for frame, kind in ((old, "AGE_OVER_89 in age"), (dated, "DATE in admitted")):
+        with pytest.raises(Refused, match=kind):
+            dp_train(frame, {}, _plan())
     assert set(IDENTIFIER_TYPES) == set(PLANTED) | {"AGE_OVER_89"}
 
 
