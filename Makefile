@@ -7,10 +7,11 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 ARGS    ?=
 
-.PHONY: demo test install clean-home help
+.PHONY: demo test lab install clean-home help
 help:
 	@echo "make demo   - three simulated hospitals, the approval loop, a summary"
-	@echo "make test   - the whole test suite"
+	@echo "make test   - the whole test suite (notebooks included)"
+	@echo "make lab    - JupyterLab on notebooks/ (numbered, by role)"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,6 +28,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+lab: $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,lab]"
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser --LabApp.extension_manager=readonly \
+		$(if $(filter 0,$(shell id -u)),--allow-root,)
 
 clean-home:
 	rm -rf .medsyft

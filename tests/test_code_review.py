@@ -11,7 +11,7 @@ from federation import StudyPlan
 from federation.study import medsyft_evaluate, medsyft_train
 from syft_policies import SitePolicy, review_code
 
-from exfiltration import ATTEMPTS
+from sandbox.exfiltration import ATTEMPTS
 
 BENIGN = {
     "vetted summary": ("def f(patients, encounters, conditions):\n    from datasites.jobs import cohort_summary\n"

@@ -13,7 +13,7 @@ import numpy as np
 from syft.service.policy.policy import OutputPolicyExecuteOnce
 
 from datasites.quiet import quiet
-from exfiltration import ATTEMPTS, RETURNS_DATA, SUPPRESSED
+from sandbox.exfiltration import ATTEMPTS, RETURNS_DATA, SUPPRESSED
 from federation import fetch_result, remaining_budget, submit_request
 from syft_policies import ReviewError, approve_request, list_requests, review_code
 from syft_policies.release import ReleasePolicy

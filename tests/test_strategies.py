@@ -12,6 +12,7 @@ from datasites.evaluation import auroc, site_metrics
 from datasites.jobstate import LEDGER_FILE, register_site
 from datasites.models import build_model, get_weights, model_inputs
 from datasites.training import dp_train
+from sandbox.experiments import compare_strategy, skewed_hospitals
 from federation import FedAvg, FedBN, FedProx, PlanError, StudyPlan
 from federation.metrics import pooled_auroc
 from federation.strategy import weighted_average
@@ -87,44 +88,13 @@ def test_pooled_auroc_from_site_counts_matches_the_exact_auroc():
 
 @pytest.fixture(scope="module")
 def skewed_sites(network_home, specs, tmp_path_factory):
-    """Two hospitals split by age (under 60 / 60 and over) with a sensor shift at the second:
-    its heart rate and temperature read high. Strongly non-IID in covariates and features."""
-    frame = pd.concat([cohort_frame(load_synthea(network_home / s.name / "data" / "private"), site_uid="x")
-                       for s in specs], ignore_index=True)
-    young, old = frame[frame["age"] < 60].copy(), frame[frame["age"] >= 60].copy()
-    for col in [c for c in old.columns if c.endswith("_heart_rate")]:
-        old[col] += 25.0
-    for col in [c for c in old.columns if c.endswith("_temperature")]:
-        old[col] += 1.5
-    sites = {}
-    for name, part in (("young", young), ("old-shifted", old)):
-        uid = f"skew-{name}"
-        directory = tmp_path_factory.mktemp(uid)
-        register_site(uid, directory)
-        BudgetLedger(directory / LEDGER_FILE).set_budget("icu-sepsis", 100.0)
-        part["site_uid"] = uid
-        sites[name] = part.reset_index(drop=True)
-    return sites
+    frames = {s.name: cohort_frame(load_synthea(network_home / s.name / "data" / "private"), site_uid="x")
+              for s in specs}
+    return skewed_hospitals(frames, scratch=tmp_path_factory.mktemp)
 
 
-def _run(sites, strategy, *, rounds=4, study):
-    plan = StudyPlan(study=study, sites=list(sites), strategy=strategy.name, rounds=rounds, epsilon=8.0,
-                     prox_mu=getattr(strategy, "prox_mu", 0.1) or 0.1, lr=0.01, sample_rate=0.1, local_epochs=2)
-    job = plan.job_plan()
-    weights = get_weights(build_model(plan.model, seed=0))
-    drift = []
-    for _ in range(rounds):
-        results = {n: dp_train(f, {k: v for k, v in weights.items()
-                                   if not k.startswith(strategy.local_layers())}, job)
-                   for n, f in sites.items()}
-        new = strategy.aggregate(weights, results)
-        drift.append(np.mean([np.sqrt(sum(float(np.sum((r["weights"][k] - weights[k]) ** 2)) for k in r["weights"]))
-                              for r in results.values()]))
-        weights = new
-    from datasites.evaluation import evaluate
-
-    per_site = {n: evaluate(f, weights, job)["auroc"] for n, f in sites.items()}
-    return float(np.mean(drift)), per_site
+def _run(sites, strategy, *, study):
+    return compare_strategy(sites, strategy, study=study)
 
 
 def test_fedprox_limits_client_drift_and_fedbn_personalises_on_a_skewed_split(skewed_sites):

@@ -1,6 +1,6 @@
 """Exfiltration attempts a researcher might submit, as real functions.
 
-The review tests read their source; the release tests run the ones that *return* patient
+The review tests and the governance lab read their source; the release tests run the ones that *return* patient
 data through a real datasite after an (erroneous) approval. ``RETURNS_DATA`` names those;
 the others act through side effects (files, sockets, processes) that only the review and
 the site's sandboxing can stop, or return something harmless as written.
