@@ -15,7 +15,7 @@ from federation.report import render_html
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     base = tmp_path_factory.mktemp("xb")
-    return run_cross_border(base / "home", n_patients=300, rounds=2, results=base / "results", echo=lambda *_: None)
+    return run_cross_border(base / "home", n_patients=300, rounds=1, results=base / "results", echo=lambda *_: None)
 
 
 def _html_counts(page: str) -> list[str]:
