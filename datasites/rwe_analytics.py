@@ -4,8 +4,8 @@ Cells (``RWE_CELLS``): patients, the sum and sum of squares of age (mean and SD)
 histogram, treatment x response, and for each biomarker a biomarker x response table
 within each treatment arm (the odds ratios of response the report shows). The epsilon is
 split: half to the counts (a patient counts once in ``n``, the histogram, the treatment
-table and each of the 5 biomarker tables: L1 sensitivity 8), a quarter each to the age
-sum (sensitivity 90, ages are top-coded) and the sum of squares (sensitivity 8100). Each
+table and each of the 5 biomarker tables: L1 sensitivity 8), a quarter each to the sum
+of (age - 65) and of its square, ages clipped to 20-90 (sensitivities 45 and 2025). Each
 cell gets its Laplace noise before it is encrypted under the study's public key (whose
 SHA-256 is pinned in the approved plan, so a researcher cannot slip in a key they can
 decrypt with) and signed with the site's own key. The epsilon is paid from the ledger
@@ -34,14 +34,15 @@ __all__ = ["rwe_statistics", "rwe_cells", "RWE_CELLS", "SENSITIVITY", "NOISE", "
 
 AGE_BINS = (20, 50, 60, 70, 80, 91)
 ARMS = ("treated", "untreated")
-RWE_CELLS = (("n", "sum_age", "sumsq_age") + tuple(f"age_{lo}_{hi - 1}" for lo, hi in zip(AGE_BINS, AGE_BINS[1:]))
+RWE_CELLS = (("n", "sum_age_dev", "sumsq_age_dev") + tuple(f"age_{lo}_{hi - 1}" for lo, hi in zip(AGE_BINS, AGE_BINS[1:]))
              + tuple(f"{arm}_{r}" for arm in ARMS for r in ("responders", "nonresponders"))
              + tuple(f"{m}_{arm}_{pos}_{r}" for m in BIOMARKERS for arm in ARMS for pos in ("pos", "neg")
                      for r in ("responders", "nonresponders")))
 SENSITIVITY = 8.0  # of the count cells together
-NOISE = {"sum_age": 90.0 / 0.25, "sumsq_age": 8100.0 / 0.25}  # sensitivity / share of epsilon; counts: 8 / 0.5
+AGE_CENTRE, AGE_RANGE = 65.0, (20.0, 90.0)  # ages enter the sums as (age - 65), clipped to the range
+NOISE = {"sum_age_dev": 45.0 / 0.25, "sumsq_age_dev": 2025.0 / 0.25}  # sensitivity / share of eps; counts: 8 / 0.5
 SIGNING_KEY = "he_signing_key"
-SUM_CELLS = ("sum_age", "sumsq_age")  # sums, not counts
+SUM_CELLS = ("sum_age_dev", "sumsq_age_dev")  # sums, not counts
 
 
 def site_signer(site_dir: Path, name: str):
@@ -60,8 +61,8 @@ def rwe_cells(frame) -> dict[str, float]:
     """The exact cells (before noise); used by the job and by tests."""
     age, label = frame["age"].to_numpy(float), frame["label"].to_numpy() == 1
     treated = frame["treated"].to_numpy() > 0.5
-    capped = np.minimum(age, 90.0)
-    out = {"n": float(len(frame)), "sum_age": float(capped.sum()), "sumsq_age": float((capped ** 2).sum())}
+    dev = np.clip(age, *AGE_RANGE) - AGE_CENTRE  # centred: 4x less sensitivity for the squares than raw ages
+    out = {"n": float(len(frame)), "sum_age_dev": float(dev.sum()), "sumsq_age_dev": float((dev ** 2).sum())}
     hist = np.histogram(np.minimum(age, 90), bins=AGE_BINS)[0]
     out.update({f"age_{lo}_{hi - 1}": float(c) for lo, hi, c in zip(AGE_BINS, AGE_BINS[1:], hist)})
     for arm, in_arm in (("treated", treated), ("untreated", ~treated)):

@@ -73,11 +73,13 @@ def release_cells(cells: dict[str, float], *, min_cell: int = MIN_CELL) -> dict:
 
 def age_summary(cells: dict) -> dict:
     """Mean and SD of age from the released (noisy) sums; None when suppressed."""
-    n, s, ss = cells.get("n"), cells.get("sum_age"), cells.get("sumsq_age")
+    from datasites.rwe_analytics import AGE_CENTRE
+
+    n, s, ss = cells.get("n"), cells.get("sum_age_dev"), cells.get("sumsq_age_dev")
     if None in (n, s, ss) or not n:
         return {"mean": None, "sd": None}
-    mean = s / n
-    return {"mean": round(mean, 1), "sd": round(float(np.sqrt(max(ss / n - mean ** 2, 0.0))), 1)}
+    shift = s / n
+    return {"mean": round(AGE_CENTRE + shift, 1), "sd": round(float(np.sqrt(max(ss / n - shift ** 2, 0.0))), 1)}
 
 
 def odds_ratio(a, b, c, d) -> dict:
@@ -254,7 +256,7 @@ def run_cross_border(home: Path, *, n_patients: int = 600, rounds: int = 4, seed
         "statistics": {"cells": released, "layout": list(RWE_CELLS), "epsilon_per_site": stats_plan["epsilon"],
                        "age": age_summary(released),
                        "mechanism": "Laplace at each hospital before encryption: counts (L1 sensitivity 8) eps/2, "
-                                    "age sum (90) eps/4, age sum of squares (8100) eps/4",
+                                    "sum of age-65 (45) eps/4, its sum of squares (2025) eps/4",
                        "sites": sorted(world.sites), "seconds": round(stats_seconds, 2)},
         "odds_ratios": _odds_ratios(released),
         "model": {"history": history, "auroc": history[-1]["auroc"], "coefficients": coefficients,

@@ -68,7 +68,7 @@ def test_small_cells_are_suppressed_in_released_statistics_and_odds_ratios(run):
                          "egfr": [1.0, 0.0, 0.0] * 5, "kras": 0.0, "alk": 0.0, "pdl1_high": 0.0, "tmb_high": 0.0})
     released = release_cells(rwe_cells(tiny))
     assert released["n"] == 15 and all(v is None or v >= 10 for k, v in released.items() if not k.startswith("sum"))
-    assert release_cells({**rwe_cells(tiny.iloc[:5])})["sum_age"] is None  # no sums of a suppressed cohort
+    assert release_cells({**rwe_cells(tiny.iloc[:5])})["sum_age_dev"] is None  # no sums of a suppressed cohort
     assert odds_ratio(None, 20, 30, 40)["or"] is None
     page = render_html({**run, "statistics": {**run["statistics"], "cells": released}})
     assert all(c == "&lt;10" or int(c) >= 10 for c in _html_counts(page))
