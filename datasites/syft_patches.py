@@ -18,22 +18,29 @@ from __future__ import annotations
 __all__ = ["apply"]
 
 
+def _replace(owners, name: str, make) -> None:
+    """Replace ``name`` on each of ``owners`` by ``make(original)``, once per process."""
+    original = getattr(owners[0], name)
+    if getattr(original, "_medsyft", False):
+        return
+    replacement = make(original)
+    replacement._medsyft = True
+    for owner in owners:
+        setattr(owner, name, replacement)
+
+
 def _skip_walking_bytes() -> None:
     import syft.service.service as service
     import syft.types.syft_object as syft_object
 
-    walk = syft_object.attach_attribute_to_syft_object
-    if getattr(walk, "_medsyft", False):
-        return
+    def make(walk):
+        def attach(result, attr_dict):
+            if isinstance(result, (bytes, bytearray, memoryview, str)):
+                return None
+            return walk(result, attr_dict)
+        return attach
 
-    def attach(result, attr_dict):
-        if isinstance(result, (bytes, bytearray, memoryview, str)):
-            return None
-        return walk(result, attr_dict)
-
-    attach._medsyft = True
-    syft_object.attach_attribute_to_syft_object = attach
-    service.attach_attribute_to_syft_object = attach
+    _replace([syft_object, service], "attach_attribute_to_syft_object", make)
 
 
 def _remember_release_inputs() -> None:
@@ -42,21 +49,18 @@ def _remember_release_inputs() -> None:
     from syft_policies.refusals import take_refusal
     from syft_policies.release_rules import remember_inputs
 
-    run = action_service.execute_byte_code
-    if getattr(run, "_medsyft", False):
-        return
+    def make(run):
+        def execute(code_item, kwargs, context):
+            remember_inputs({k: getattr(v, "syft_action_data", v) for k, v in kwargs.items()})
+            take_refusal()
+            output = run(code_item, kwargs, context)
+            refusal = take_refusal()
+            if output.errored and refusal:
+                output.safe_error_message = f"refused by {context.server.name}: {refusal}"
+            return output
+        return execute
 
-    def execute(code_item, kwargs, context):
-        remember_inputs({k: getattr(v, "syft_action_data", v) for k, v in kwargs.items()})
-        take_refusal()
-        output = run(code_item, kwargs, context)
-        refusal = take_refusal()
-        if output.errored and refusal:
-            output.safe_error_message = f"refused by {context.server.name}: {refusal}"
-        return output
-
-    execute._medsyft = True
-    action_service.execute_byte_code = execute
+    _replace([action_service], "execute_byte_code", make)
 
 
 def _refuse_expired_approvals() -> None:
@@ -68,21 +72,18 @@ def _refuse_expired_approvals() -> None:
 
     from .jobstate import site_directory
 
-    call = UserCodeService._call
-    if getattr(call, "_medsyft", False):
-        return
+    def make(call):
+        def guarded(self, context, uid, result_id=None, **kwargs):
+            site = site_directory(context.server.id.no_dash)
+            if site is not None and context.role != ServiceRole.ADMIN:
+                try:
+                    GovernanceStore(site / GOVERNANCE_FILE).check_code(uid.no_dash)
+                except ApprovalExpired as exc:
+                    raise SyftException(public_message=str(exc)) from None
+            return call(self, context, uid, result_id=result_id, **kwargs)
+        return guarded
 
-    def guarded(self, context, uid, result_id=None, **kwargs):
-        site = site_directory(context.server.id.no_dash)
-        if site is not None and context.role != ServiceRole.ADMIN:
-            try:
-                GovernanceStore(site / GOVERNANCE_FILE).check_code(uid.no_dash)
-            except ApprovalExpired as exc:
-                raise SyftException(public_message=str(exc)) from None
-        return call(self, context, uid, result_id=result_id, **kwargs)
-
-    guarded._medsyft = True
-    UserCodeService._call = guarded
+    _replace([UserCodeService], "_call", make)
 
 
 def apply() -> None:

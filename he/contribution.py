@@ -13,7 +13,6 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-import numpy as np
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -119,7 +118,3 @@ def combine(contributions: list[Contribution], *, public: bytes, signer: Signer,
     unsigned = Contribution(first.study, first.query, first.cells, tuple(sorted(seen)), signer.name,
                             total.serialize())
     return Contribution(**{**unsigned.__dict__, "signature": signer.sign(unsigned.message())})
-
-
-def as_array(values: dict[str, float], cells) -> np.ndarray:
-    return np.array([values[c] for c in cells], dtype=np.float64)

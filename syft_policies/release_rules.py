@@ -122,13 +122,14 @@ def _sequences(value) -> list[np.ndarray]:
 
 
 def _copies(value, frames, *, min_run: int, share: float) -> str | None:
-    index = _PrivateIndex(frames)
-    if not index.columns:
-        return None
+    index = None  # built only when some output run is long enough to be a copy
     for seq in _sequences(value):
         seq = seq[np.isfinite(seq)]
         if len(seq) < min_run or len(np.unique(seq)) < 3:  # constants and 0/1 flags say little alone
             continue
+        index = index or _PrivateIndex(frames)
+        if not index.columns:
+            return None
         run = index.run_length(seq, min_run)
         if run:
             return f"{run} values are consecutive rows of a private column"

@@ -4,20 +4,16 @@ against FedAvg on a strongly non-IID split, with the vetted job called directly.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from datasites.cohort_asset import cohort_frame, split_rows
 from datasites.evaluation import auroc, site_metrics
-from datasites.jobstate import LEDGER_FILE, register_site
-from datasites.models import build_model, get_weights, model_inputs
-from datasites.training import dp_train
+from datasites.models import model_inputs
 from sandbox.experiments import compare_strategy, skewed_hospitals
 from federation import FedAvg, FedBN, FedProx, PlanError, StudyPlan
 from federation.metrics import pooled_auroc
 from federation.strategy import weighted_average
 from synthetic_data import load_synthea
-from syft_policies.ledger import BudgetLedger
 
 
 def test_fedavg_weights_sites_by_sample_count_exactly():
