@@ -47,9 +47,9 @@ def _frames(home: Path, specs, n_patients: int) -> dict[str, pd.DataFrame]:
 
 
 def dp_overhead(frames, epochs: int) -> dict[str, float]:
-    from datasites.cohort_asset import split_rows
-    from datasites.models import build_model, model_inputs
-    from datasites.training import fit
+    from datasites.jobs.cohort import split_rows
+    from datasites.jobs.models import build_model, model_inputs
+    from datasites.jobs.training import fit
 
     train = pd.concat([split_rows(f, "train") for f in frames.values()])
     out = {}
@@ -80,9 +80,9 @@ def _secure_fedavg(results: dict, round_no: int) -> dict:
 
 
 def _direct_rounds(frames, plan, rounds: int, *, secure: bool = False) -> float:
-    from datasites.evaluation import evaluate
-    from datasites.models import build_model, get_weights
-    from datasites.training import dp_train
+    from datasites.jobs.evaluation import evaluate
+    from datasites.jobs.models import build_model, get_weights
+    from datasites.jobs.training import dp_train
 
     job, strategy = plan.job_plan(), plan.make_strategy()
     weights = get_weights(build_model(plan.model, seed=plan.seed))

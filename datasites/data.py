@@ -7,6 +7,7 @@ partitioned across the network, or copied from a real Synthea run named by the s
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -40,6 +41,11 @@ def ensure_site_data(specs: list[HospitalSpec], home: Path, *, n_patients: int =
             or not _complete(mock_dir(home, s.name))]
     if not todo:
         return False
+    from synthetic_data import load_synthea
+
+    for spec in todo:  # a real export is validated where the owner keeps it, before anything is copied
+        if spec.source is not None:
+            load_synthea(spec.source)
     generated = [s for s in specs if s.source is None]
     parts = {}
     if generated:
@@ -47,11 +53,13 @@ def ensure_site_data(specs: list[HospitalSpec], home: Path, *, n_patients: int =
         parts = partition_hospitals(population, [s.profile for s in generated], seed=seed)
     for spec in todo:
         target = private_dir(home, spec.name)
-        if target.exists():
-            shutil.rmtree(target)
+        staging = target.with_name(target.name + ".incoming")
+        shutil.rmtree(staging, ignore_errors=True)
         if spec.source is not None:
-            shutil.copytree(spec.source, target)
+            shutil.copytree(spec.source, staging)
         else:
-            parts[spec.name].write(target)
+            parts[spec.name].write(staging)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)  # a crash mid-copy leaves the old data, never half of the new
         make_mock(spec.profile, MOCK_PATIENTS, seed=seed).write(mock_dir(home, spec.name))
     return True

@@ -8,9 +8,9 @@ from synthetic_data import TABLES_DESCRIPTION, load_synthea
 
 from .cohort_asset import COHORT_ASSET, SPLIT_SEED, cohort_frame
 from .credentials import site_passwords
-from .jobstate import LEDGER_FILE
+from .registry import LEDGER_FILE
 from .data import mock_dir, private_dir
-from .quiet import quiet
+from syft_policies.quiet import quiet
 from .spec import HospitalSpec
 
 __all__ = ["provision"]
@@ -52,10 +52,10 @@ def _add_budget_endpoint(admin, site_uid: str) -> None:
     @sy.api_endpoint(path=BUDGET_ENDPOINT, settings={"site_uid": site_uid},
                      description="The privacy budget (epsilon) of this site's datasets left to you.")
     def budget(context) -> list:
-        from datasites.jobstate import site_ledger
+        from datasites.registry import site_of
 
-        ledger = site_ledger(context.settings["site_uid"])
-        return [] if ledger is None else ledger.statement(researcher=str(context.user.email))
+        site = site_of(context.settings["site_uid"])
+        return [] if site is None else site.ledger().statement(researcher=str(context.user.email))
 
     result = admin.custom_api.add(endpoint=budget)
     if type(result).__name__ == "SyftError":

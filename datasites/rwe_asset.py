@@ -15,13 +15,12 @@ import pandas as pd
 from synthetic_data.oncology import BIOMARKERS
 
 from .deidentify import drop_direct_identifiers, shift_dates, top_code_age, year_only
+from .jobs.rwe import RWE_FEATURES, RWE_SCHEMA
 
 __all__ = ["RWE_ASSET", "RWE_DATASET", "RWE_FEATURES", "rwe_frame", "RWE_SCHEMA"]
 
 RWE_ASSET = "rwe_cohort"
 RWE_DATASET = "oncology-rwe"
-RWE_FEATURES = ("age", "male", "stage", *BIOMARKERS, "treated")
-RWE_SCHEMA = {**{c: "numeric" for c in RWE_FEATURES}, "label": "binary", **{m: "binary" for m in BIOMARKERS}}
 TEST_FRACTION = 0.25
 
 
@@ -55,9 +54,9 @@ def publish_rwe(site, *, n: int, seed: int, epsilon_budget: float = 10.0) -> tup
     from synthetic_data.oncology import generate_rwe
     from syft_policies.ledger import BudgetLedger
 
-    from .compliance import check_asset
-    from .jobstate import LEDGER_FILE
-    from .quiet import quiet
+    from .jobs.compliance import check_asset
+    from .registry import LEDGER_FILE
+    from syft_policies.quiet import quiet
 
     raw = generate_rwe(site.spec.name, n=n, region=site.spec.region, seed=seed)
     before = check_asset(raw, name=f"{site.spec.name} raw oncology extract")

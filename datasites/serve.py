@@ -7,8 +7,10 @@ in-process, then serves Syft's API with uvicorn until SIGTERM.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
+from .isolation import harden
 from .provision import provision
 from .server import LOOPBACK, open_datasite
 from .spec import load_spec
@@ -25,10 +27,12 @@ def main(argv: list[str] | None = None) -> None:
     from fastapi import APIRouter, FastAPI
     from syft.server.routes import make_routes
 
+    os.umask(0o077)  # everything this hospital's process writes is its own
     spec = load_spec(args.spec)
     site_dir = args.home / spec.name
     server = open_datasite(spec, site_dir)
     provision(server, spec, site_dir)
+    harden(site_dir)
     app = FastAPI(title=spec.name)
     router = APIRouter()
     router.include_router(make_routes(worker=server))

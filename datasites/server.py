@@ -1,9 +1,11 @@
 """Run a hospital as a Syft datasite: in-process, or as its own HTTP server process.
 
-A site keeps everything under ``<home>/<site>/``: its Syft database and blob store, a
-random root signing key (Syft's ``orchestra`` derives it from the site name, which any
-client could recompute), passwords, data, and - while served over HTTP - ``server.json``
-with pid and port. The same directory on restart gives the same datasite back.
+A site keeps everything under ``<home>/<site>/`` (mode 0700, files 0600): its Syft
+database and blob store, a random root signing key (Syft's ``orchestra`` derives it from
+the site name, which any client could recompute), data, ledger, approvals, audit log, and
+- while served over HTTP - ``server.json`` with pid and port. Generated passwords live
+beside the tree (``<home>/.credentials``). The same directory on restart gives the same
+datasite back. Researcher code never runs in this process: see ``datasites.isolation``.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def open_datasite(spec: HospitalSpec, site_dir: Path):
     from .syft_patches import apply as patch_syft
 
     patch_syft()
-    site_dir.mkdir(parents=True, exist_ok=True)
+    site_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     ident = site_dir / "site.json"
     key_file = site_dir / "signing_key"
     if ident.exists() and key_file.exists():
@@ -61,13 +63,12 @@ def open_datasite(spec: HospitalSpec, site_dir: Path):
     for sub in ("db", "blob"):
         (site_dir / sub).mkdir(exist_ok=True)
     passwords = site_passwords(spec, site_dir)
-    from .jobstate import register_site
-    from .quiet import quiet
-
-    register_site(uid.no_dash, site_dir)  # vetted jobs in this process find the site's job state
+    from .isolation import prepare_site
+    from syft_policies.quiet import quiet
+    from .registry import register_site
 
     with quiet():
-        return Datasite(
+        server = Datasite(
             name=spec.name,
             id=uid,
             signing_key=key,
@@ -80,6 +81,8 @@ def open_datasite(spec: HospitalSpec, site_dir: Path):
             reset=False,
             in_memory_workers=True,
         )
+    prepare_site(register_site(uid.no_dash, spec, site_dir))  # isolation, execution record, file modes
+    return server
 
 
 @dataclass
@@ -101,7 +104,7 @@ class SiteHandle:
         """A Syft client for ``email`` (password from the site's secrets if not given)."""
         import syft as sy
 
-        from .quiet import quiet
+        from syft_policies.quiet import quiet
 
         password = password or site_passwords(self.spec, self.site_dir)[email]
         with quiet():
@@ -119,25 +122,27 @@ class SiteHandle:
     def researcher(self, email: str | None = None):
         return self.login(email or self.spec.researchers[0].email)
 
+    @property
+    def context(self):
+        from .registry import SiteContext
+
+        return SiteContext("", self.spec, self.site_dir)
+
     def ledger(self):
         """This site's privacy-budget ledger (``syft_policies.ledger.BudgetLedger``)."""
-        from syft_policies.ledger import BudgetLedger
-
-        from .jobstate import LEDGER_FILE
-
-        return BudgetLedger(self.site_dir / LEDGER_FILE)
+        return self.context.ledger()
 
     def audit(self):
         """This site's hash-chained audit log (``syft_policies.audit.AuditLog``)."""
-        from syft_policies.audit import AUDIT_FILE, AuditLog
-
-        return AuditLog(self.site_dir / AUDIT_FILE)
+        return self.context.audit()
 
     def governance(self):
         """This site's approval metadata (``syft_policies.governance.GovernanceStore``)."""
-        from syft_policies.governance import GOVERNANCE_FILE, GovernanceStore
+        return self.context.governance()
 
-        return GovernanceStore(self.site_dir / GOVERNANCE_FILE)
+    def executions(self):
+        """Every execution attempt at this site (``datasites.isolation.attempts.ExecutionStore``)."""
+        return self.context.executions()
 
     def stop(self) -> None:
         if self.mode == "http":
@@ -176,8 +181,11 @@ def start_site(spec: HospitalSpec, home: str | Path, *, mode: str = "inprocess",
     if mode == "inprocess":
         from .provision import provision
 
+        from .isolation import harden
+
         server = open_datasite(spec, site_dir)
         provision(server, spec, site_dir, icu_dataset=icu_dataset)
+        harden(site_dir)
         return SiteHandle(spec, site_dir, mode, server=server)
     if mode != "http":
         raise ValueError(f"mode must be 'inprocess' or 'http', got {mode!r}")

@@ -9,10 +9,12 @@ from pathlib import Path
 
 from synthetic_data import HospitalProfile, Location
 
-__all__ = ["HospitalSpec", "Account", "load_spec", "shipped_specs", "SpecError"]
+__all__ = ["HospitalSpec", "Account", "load_spec", "shipped_specs", "SpecError", "CUSTOM_CODE_POLICIES"]
 
 SPEC_DIR = Path(__file__).parent / "specs"
 _NAME = re.compile(r"^[a-z][a-z0-9-]{1,40}$")
+CUSTOM_CODE_POLICIES = ("deny", "two-person", "allow")
+ISOLATION_KEYS = {"wall_seconds": float, "cpu_seconds": int, "memory_mb": int, "processes": int}
 
 
 class SpecError(ValueError):
@@ -41,6 +43,8 @@ class HospitalSpec:
     profile: HospitalProfile
     epsilon_budget: float = 20.0  # the dataset's privacy budget at this site (all studies together)
     source: Path | None = None  # a real Synthea export to load instead of generated data
+    custom_code: str = "two-person"  # [policy]: may code other than the site's templates be approved at all?
+    isolation: dict = field(default_factory=dict)  # [isolation]: per-execution limits (see datasites.isolation)
     path: Path | None = field(default=None, compare=False)
 
     @property
@@ -106,8 +110,21 @@ def load_spec(path: str | Path) -> HospitalSpec:
         raise SpecError(f"{path}: [cohort] {exc}") from exc
     source = data.get("dataset", {}).get("source")
     budget = data.get("dataset", {}).get("epsilon_budget", 20.0)
-    if not isinstance(budget, (int, float)) or budget <= 0:
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget < float("inf"):
         raise SpecError(f"{path}: 'dataset.epsilon_budget' must be a positive number, got {budget!r}")
+    policy = data.get("policy", {})
+    custom_code = policy.get("custom_code", "two-person")
+    if custom_code not in CUSTOM_CODE_POLICIES:
+        raise SpecError(f"{path}: 'policy.custom_code' must be one of {', '.join(CUSTOM_CODE_POLICIES)}, "
+                        f"got {custom_code!r}")
+    isolation = {}
+    for key, value in data.get("isolation", {}).items():
+        kind = ISOLATION_KEYS.get(key)
+        if kind is None:
+            raise SpecError(f"{path}: unknown key 'isolation.{key}'; known: {', '.join(ISOLATION_KEYS)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6 or value != value:
+            raise SpecError(f"{path}: 'isolation.{key}' must be a positive number")
+        isolation[key] = kind(value)
     return HospitalSpec(
         name=name,
         display_name=data["site"].get("display_name", name),
@@ -122,6 +139,8 @@ def load_spec(path: str | Path) -> HospitalSpec:
         profile=profile,
         epsilon_budget=float(budget),
         source=(path.parent / source) if source else None,
+        custom_code=custom_code,
+        isolation=isolation,
         path=path,
     )
 

@@ -1,19 +1,22 @@
-"""Four changes to Syft 0.9.5 on a medsyft datasite, applied when a datasite opens.
+"""What a medsyft datasite changes in Syft 0.9.5, applied when a datasite opens.
 
-- Speed: Syft walks every service result element by element to attach attributes to
-  Syft objects inside it, including ``bytes`` (each blob read: a Python-level loop over
-  every byte of a serialised asset, seconds per job call). Bytes and strings cannot hold
-  Syft objects, so skipping them changes nothing but the time.
-- Release policy inputs: the tables user code was given are remembered for the release
-  policy, which blocks outputs that copy their values (``syft_policies.release_rules``).
-- Expiry: before any approved code runs for a researcher, the site's governance store is
-  asked whether the approval has expired; if so Syft refuses with the reason.
-- Refusals: when a vetted job is refused by the site's rules (``syft_policies.Refused``:
-  budget spent, approval expired, rounds used up) the researcher gets that reason instead
-  of Syft's generic "Exception encountered while running ...".
+- Isolation: approved code never runs in this process. ``_user_code_execute`` admits,
+  runs in a sandboxed worker and audits every attempt; ``execute_byte_code`` is replaced
+  by the isolated run; Syft's repeat run on the mock twin runs nothing
+  (``datasites.isolation.execution``).
+- Policies: Syft ``exec``s a request's custom policy class in the server. Here only the
+  site's own ``ReleasePolicy`` is ever loaded, compiled from the site's installed source;
+  any other submitted policy class is refused, never executed.
+- Action API: researchers may call approved code, not methods, functions or attribute
+  access on objects in the store (which would run Python on private data in this process).
+- Logins: failed logins are audited and slowed down per account and address.
+- Speed: Syft walks every service result element by element, including ``bytes`` (each
+  blob read was a Python loop over every byte); bytes and strings hold no Syft objects.
 """
 
 from __future__ import annotations
+
+import functools
 
 __all__ = ["apply"]
 
@@ -23,7 +26,7 @@ def _replace(owners, name: str, make) -> None:
     original = getattr(owners[0], name)
     if getattr(original, "_medsyft", False):
         return
-    replacement = make(original)
+    replacement = functools.update_wrapper(make(original), original)  # Syft dispatches by __qualname__
     replacement._medsyft = True
     for owner in owners:
         setattr(owner, name, replacement)
@@ -43,51 +46,77 @@ def _skip_walking_bytes() -> None:
     _replace([syft_object, service], "attach_attribute_to_syft_object", make)
 
 
-def _remember_release_inputs() -> None:
+def _isolate_execution() -> None:
     import syft.service.action.action_service as action_service
+    import syft.service.code.user_code as user_code
 
-    from syft_policies.refusals import take_refusal
-    from syft_policies.release_rules import remember_inputs
+    from .isolation.execution import admit_and_record, run_isolated
 
-    def make(run):
-        def execute(code_item, kwargs, context):
-            remember_inputs({k: getattr(v, "syft_action_data", v) for k, v in kwargs.items()})
-            take_refusal()
-            output = run(code_item, kwargs, context)
-            refusal = take_refusal()
-            if output.errored and refusal:
-                output.safe_error_message = f"refused by {context.server.name}: {refusal}"
-            return output
-        return execute
-
-    _replace([action_service], "execute_byte_code", make)
+    _replace([action_service.ActionService], "_user_code_execute", admit_and_record)
+    _replace([action_service, user_code], "execute_byte_code", lambda _: run_isolated)
 
 
-def _refuse_expired_approvals() -> None:
-    from syft.service.code.user_code_service import UserCodeService
+def _only_site_policies() -> None:
+    import inspect
+
+    import syft.service.policy.policy as policy
+    from syft.types.errors import SyftException
+
+    def make(_execute):
+        def execute_policy_code(user_policy):
+            from syft.types.syft_object_registry import SyftObjectRegistry
+
+            from syft_policies.release import ReleasePolicy
+
+            own = inspect.getsource(ReleasePolicy)
+            if (user_policy.raw_code or "").strip() != own.strip() or user_policy.class_name != "ReleasePolicy":
+                raise SyftException(public_message="this site loads no submitted policy code: only its own "
+                                                   "ReleasePolicy (syft_policies.release) may be used")
+            name = user_policy.unique_name
+            namespace: dict = {}
+            try:
+                cls = SyftObjectRegistry.get_serde_class(name, version=policy.DEFAULT_USER_POLICY_VERSION)
+            except Exception:  # noqa: BLE001 - first use: compile the site's own source, not the request's
+                exec(compile(policy.process_class_code(own, name), "<site policy>", "exec"), namespace)  # noqa: S102
+                cls = namespace[name]
+            cls.model_rebuild(_types_namespace=namespace or None)
+            policy.register_policy_class(cls, name)
+            return cls
+        return execute_policy_code
+
+    _replace([policy], "execute_policy_code", make)
+
+
+def _no_actions_on_store_objects() -> None:
+    from syft.service.action.action_service import ActionService
+    from syft.service.action.action_object import ActionType
     from syft.service.user.user_roles import ServiceRole
     from syft.types.errors import SyftException
 
-    from syft_policies.governance import GOVERNANCE_FILE, ApprovalExpired, GovernanceStore
-
-    from .jobstate import site_directory
-
-    def make(call):
-        def guarded(self, context, uid, result_id=None, **kwargs):
-            site = site_directory(context.server.id.no_dash)
-            if site is not None and context.role != ServiceRole.ADMIN:
-                try:
-                    GovernanceStore(site / GOVERNANCE_FILE).check_code(uid.no_dash)
-                except ApprovalExpired as exc:
-                    raise SyftException(public_message=str(exc)) from None
-            return call(self, context, uid, result_id=result_id, **kwargs)
+    def make(execute):
+        def guarded(self, context, action):
+            if context.role not in (ServiceRole.ADMIN, ServiceRole.DATA_OWNER) \
+                    and action.action_type != ActionType.SYFTFUNCTION:
+                raise SyftException(public_message="researchers run approved code here, not actions on "
+                                                   "stored objects")
+            return execute(self, context, action)
         return guarded
 
-    _replace([UserCodeService], "_call", make)
+    _replace([ActionService], "execute", make)
+
+
+def _guard_logins() -> None:
+    from syft.service.user.user_service import UserService
+
+    from .logins import guarded_login
+
+    _replace([UserService], "exchange_credentials", guarded_login)
 
 
 def apply() -> None:
     """Idempotent; call before a datasite serves requests."""
     _skip_walking_bytes()
-    _remember_release_inputs()
-    _refuse_expired_approvals()
+    _isolate_execution()
+    _only_site_policies()
+    _no_actions_on_store_objects()
+    _guard_logins()

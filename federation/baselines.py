@@ -15,11 +15,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from datasites.cohort_asset import COHORT_ASSET, split_rows
-from datasites.evaluation import predict, site_metrics
-from datasites.models import build_model, get_weights, model_inputs
-from datasites.quiet import quiet
-from datasites.training import fit
+from datasites.cohort_asset import COHORT_ASSET
+from datasites.jobs.cohort import split_rows
+from datasites.jobs.evaluation import predict, site_metrics
+from datasites.jobs.models import build_model, get_weights, model_inputs
+from syft_policies.quiet import quiet
+from datasites.jobs.training import fit
 
 from .metrics import auroc, pooled_auroc, pooled_roc
 from .plan import StudyPlan

@@ -3,22 +3,67 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-app = typer.Typer(
+
+class _Commands(typer.Typer):
+    """Typer without tracebacks: an expected failure is one line on stderr and exit code 1.
+
+    Tracebacks never show local variables (they held patient rows and passwords); set
+    ``MEDSYFT_DEBUG=1`` to see the traceback of an unexpected failure.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(pretty_exceptions_show_locals=False, **kwargs)
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+
+        def decorator(fn):
+            @functools.wraps(fn)
+            def wrapped(*a, **k):
+                try:
+                    return fn(*a, **k)
+                except (typer.Exit, typer.Abort, typer.BadParameter, KeyboardInterrupt):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the CLI's one place to turn failures into a line
+                    if os.environ.get("MEDSYFT_DEBUG"):
+                        raise
+                    typer.echo(f"error: {_one_line(exc)}", err=True)
+                    raise typer.Exit(1) from None
+            register(wrapped)
+            return fn
+        return decorator
+
+
+def _one_line(exc: Exception) -> str:
+    """The message of ``exc`` as one line (Syft's errors carry their text in public_message)."""
+    text = str(getattr(exc, "public_message", None) or exc or type(exc).__name__)
+    lines = [line.strip(" -") for line in text.strip().splitlines() if line.strip()]
+    summary = "; ".join(lines[:4]) + (f" (and {len(lines) - 4} more)" if len(lines) > 4 else "")
+    known = ("SyntheaValidationError", "SpecError", "ReviewError", "PlanError", "WeakPasswordError",
+             "BudgetExceeded", "IsolationUnavailable")
+    prefix = "" if type(exc).__name__ in known or isinstance(exc, (RuntimeError, ValueError)) \
+        else f"{type(exc).__name__}: "
+    return (prefix + summary)[:600]
+
+
+app = _Commands(
     help="medsyft: private multi-hospital data science on PySyft datasites.\n\n"
          "Each simulated hospital is a Syft datasite with private and mock assets; researchers "
          "submit code, compliance officers approve or deny it, and only aggregates leave.",
     no_args_is_help=True, add_completion=False)
-data_app = typer.Typer(help="Synthea-format hospital data.", no_args_is_help=True)
-sites_app = typer.Typer(help="Start, stop and inspect the hospital datasites (HTTP on loopback).",
+data_app = _Commands(help="Synthea-format hospital data.", no_args_is_help=True)
+sites_app = _Commands(help="Start, stop and inspect the hospital datasites (HTTP on loopback).",
                         no_args_is_help=True)
-review_app = typer.Typer(help="The compliance officer's review queue on one hospital.", no_args_is_help=True)
-budget_app = typer.Typer(help="The privacy-budget ledger of one hospital.", no_args_is_help=True)
-audit_app = typer.Typer(help="The tamper-evident audit log of one hospital.", no_args_is_help=True)
+review_app = _Commands(help="The compliance officer's review queue on one hospital.", no_args_is_help=True)
+budget_app = _Commands(help="The privacy-budget ledger of one hospital.", no_args_is_help=True)
+audit_app = _Commands(help="The tamper-evident audit log of one hospital.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(sites_app, name="sites")
 app.add_typer(review_app, name="review")
@@ -178,7 +223,7 @@ def review_list(site: str = typer.Option(..., "--site", "-s", help="Hospital nam
 
 
 def _ledger(name: str, home: Path):
-    from datasites.jobstate import LEDGER_FILE
+    from datasites.registry import LEDGER_FILE
     from syft_policies.ledger import BudgetLedger
 
     spec = _one(name)
@@ -192,7 +237,7 @@ def _ledger(name: str, home: Path):
 @review_app.command("show")
 def review_show(request_id: str, site: str = typer.Option(..., "--site", "-s"), home: Path = HomeOpt):
     """Show one request, its code and the automatic review report."""
-    from syft_policies import get_request
+    from syft_policies import SitePolicy, get_request
     from syft_policies.review import review_request
 
     officer = _officer(site, home)
@@ -203,7 +248,8 @@ def review_show(request_id: str, site: str = typer.Option(..., "--site", "-s"), 
     if info.plan:
         typer.echo("study plan " + ", ".join(f"{k}={v}" for k, v in info.plan.items()))
     typer.echo("\n" + info.code)
-    typer.echo(str(review_request(officer, info.id, budget_remaining=ledger.remaining(spec.dataset_name))))
+    typer.echo(str(review_request(officer, info.id, budget_remaining=ledger.remaining(spec.dataset_name),
+                                  site_policy=SitePolicy.for_site(spec))))
 
 
 @review_app.command("approve")
@@ -213,17 +259,21 @@ def review_approve(request_id: str, site: str = typer.Option(..., "--site", "-s"
                    dua: str = typer.Option("", help="Data-use agreement reference (if no IRB)."),
                    expires: str = typer.Option("", help="Last day the approval holds (YYYY-MM-DD)."),
                    two_person: bool = typer.Option(False, "--two-person",
-                                                   help="Require a second, different officer to approve too.")):
+                                                   help="Require a second, different officer to approve too."),
+                   accept_high_risk: bool = typer.Option(False, "--accept-high-risk",
+                                                         help="Approve although the automatic review says HIGH "
+                                                              "risk (you have read the code).")):
     """Approve a pending request with its governance metadata (a training request must fit
-    the dataset's privacy budget)."""
-    from syft_policies import ReviewError, approve_request
+    the dataset's privacy budget; custom code needs two officers unless the site says otherwise)."""
+    from syft_policies import ReviewError, SitePolicy, approve_request
     from syft_policies.governance import GOVERNANCE_FILE, GovernanceStore
 
     spec = _one(site)
     try:
         info = approve_request(_officer(site, home), request_id, ledger=_ledger(site, home)[1],
                                audit=_audit(site, home), governance=GovernanceStore(home / spec.name / GOVERNANCE_FILE),
-                               purpose=purpose, irb=irb, dua=dua, expires=expires, two_person=two_person)
+                               purpose=purpose, irb=irb, dua=dua, expires=expires, two_person=two_person,
+                               accept_high_risk=accept_high_risk, site_policy=SitePolicy.for_site(spec))
     except ReviewError as exc:
         raise typer.BadParameter(str(exc), param_hint="REQUEST_ID")
     typer.echo(f"{'approved' if info.status == 'approved' else 'first approval recorded, a second officer must approve'}"

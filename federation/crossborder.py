@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from datasites import shipped_specs, start_site
-from datasites.quiet import quiet
-from datasites.rwe_analytics import RWE_CELLS, SUM_CELLS, site_signer
+from syft_policies.quiet import quiet
+from datasites.credentials import site_signer
+from datasites.jobs.rwe import RWE_CELLS, SUM_CELLS
 from datasites.rwe_asset import RWE_ASSET, RWE_DATASET, publish_rwe
 from syft_policies import approve_request, list_requests
 from syft_policies.review import review_request
@@ -73,7 +74,7 @@ def release_cells(cells: dict[str, float], *, min_cell: int = MIN_CELL) -> dict:
 
 def age_summary(cells: dict) -> dict:
     """Mean and SD of age from the released (noisy) sums; None when suppressed."""
-    from datasites.rwe_analytics import AGE_CENTRE
+    from datasites.jobs.rwe import AGE_CENTRE
 
     n, s, ss = cells.get("n"), cells.get("sum_age_dev"), cells.get("sumsq_age_dev")
     if None in (n, s, ss) or not n:
@@ -96,15 +97,12 @@ def _statistics_request(client, asset, plan: dict):
     import syft as sy
 
     from syft_policies.release import ReleasePolicy
-
-    def rwe_statistics_request(cohort, plan, message):
-        from datasites.rwe_analytics import rwe_statistics
-        return rwe_statistics(cohort, plan, message)
+    from syft_policies.templates import medsyft_rwe_statistics
 
     with quiet():
         return sy.syft_function(
             input_policy=sy.MixedInputPolicy(client=client, cohort=asset, plan=sy.Constant(val=plan), message=dict),
-            output_policy=ReleasePolicy(limit=1))(rwe_statistics_request)
+            output_policy=ReleasePolicy(limit=1), name="rwe_statistics_request")(medsyft_rwe_statistics)
 
 
 def _approve_all(site, echo) -> list[dict]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from datasites import ensure_site_data, shipped_specs, start_site, stop_site
-from datasites.quiet import quiet
+from syft_policies.quiet import quiet
 from federation.baselines import pooled_cohorts, run_baselines
 from federation.plan import StudyPlan
 from federation.plots import plot_roc, plot_rounds, plot_sites

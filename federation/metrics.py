@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datasites.evaluation import THRESHOLDS, auroc
+from datasites.jobs.evaluation import THRESHOLDS, auroc
 
 __all__ = ["auroc", "pooled_roc", "pooled_auroc", "THRESHOLDS"]
 

@@ -14,8 +14,8 @@ import re
 import warnings
 from dataclasses import asdict, dataclass, field
 
-from datasites.models import MODELS
-from datasites.training import schedule
+from datasites.jobs.models import MODELS
+from privacy import planned_epsilon, schedule
 
 from .strategy import make_strategy
 
@@ -127,15 +127,13 @@ class StudyPlan:
     def planned_epsilon(self, rounds: int | None = None) -> float:
         """Epsilon each site has spent after ``rounds`` rounds (default: all), as the sites'
         reviewers compute it."""
-        from syft_policies.code_review import planned_epsilon
-
         rounds = self.rounds if rounds is None else rounds
         dp = {"rounds": rounds, "local_epochs": self.local_epochs, "sample_rate": self.sample_rate,
               "noise_multiplier": self.noise_multiplier, "delta": self.delta}
         return planned_epsilon(dp) if rounds else 0.0
 
     def job_plan(self) -> dict:
-        """The constant a site's vetted jobs receive (see ``datasites.training.PLAN_KEYS``)."""
+        """The constant a site's vetted jobs receive (see ``datasites.jobs.training.PLAN_KEYS``)."""
         strategy = self.make_strategy()
         return {"study": self.study, "dataset": self.dataset, "model": self.model, "rounds": self.rounds,
                 "local_epochs": self.local_epochs, "lr": self.lr, "sample_rate": self.sample_rate,

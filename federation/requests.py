@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from datasites.quiet import quiet
+from syft_policies.quiet import quiet
 from syft_policies.review import status_name
 
 __all__ = ["RequestStatus", "submit_request", "request_status", "fetch_result", "NotApproved", "remaining_budget"]

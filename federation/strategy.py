@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from datasites.models import NORM_PREFIX
+from datasites.jobs.models import NORM_PREFIX
 
 __all__ = ["Strategy", "FedAvg", "FedProx", "FedBN", "STRATEGIES", "make_strategy", "weighted_average"]
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from datasites.models import build_model, get_weights
-from datasites.quiet import quiet
-from datasites.secure_round import SECURE_STEPS
+from datasites.jobs.models import build_model, get_weights
+from syft_policies.quiet import quiet
+from datasites.jobs.secure_round import SECURE_STEPS
+from syft_policies.templates import medsyft_evaluate, medsyft_secure_train, medsyft_train
 
 from .checkpoint import latest_checkpoint, save_checkpoint
 from .metrics import pooled_auroc, pooled_roc
@@ -38,20 +39,7 @@ class RoundRefused(RuntimeError):
     """A site did not run the requested round (its approved round budget is used up)."""
 
 
-# The code each hospital reviews. Kept tiny: it only calls the vetted jobs.
-def medsyft_train(cohort, plan, weights):
-    from datasites.training import dp_train
-    return dp_train(cohort, weights, plan)
-
-
-def medsyft_secure_train(cohort, plan, message):
-    from datasites.secure_round import secure_train
-    return secure_train(cohort, message, plan)
-
-
-def medsyft_evaluate(cohort, plan, weights):
-    from datasites.evaluation import evaluate
-    return evaluate(cohort, weights, plan)
+# The code each hospital reviews is one of its own templates (syft_policies.templates).
 
 
 @dataclass

@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-__all__ = ["Contribution", "Signer", "encrypt", "combine", "verify", "public_context"]
+__all__ = ["Contribution", "Signer", "encrypt", "encrypt_cells", "combine", "verify", "public_context"]
 
 
 class Signer:
@@ -85,13 +85,19 @@ def verify(contribution: Contribution, keys: dict[str, bytes]) -> None:
         raise ValueError(f"the contribution from {contribution.by!r} has a bad signature") from None
 
 
-def encrypt(values: dict[str, float], *, public: bytes, signer: Signer, study: str, query: str) -> Contribution:
-    """A site's statistics, encrypted under the study key and signed by the site."""
+def encrypt_cells(values: dict[str, float], *, public: bytes, by: str, study: str, query: str) -> Contribution:
+    """A site's statistics encrypted under the study key, not yet signed (``message()`` is
+    what its signer signs)."""
     import tenseal as ts
 
     cells = tuple(values)
     vector = ts.ckks_vector(public_context(public), [float(values[c]) for c in cells])
-    unsigned = Contribution(study, query, cells, (signer.name,), signer.name, vector.serialize())
+    return Contribution(study, query, cells, (by,), by, vector.serialize())
+
+
+def encrypt(values: dict[str, float], *, public: bytes, signer: Signer, study: str, query: str) -> Contribution:
+    """A site's statistics, encrypted under the study key and signed by the site."""
+    unsigned = encrypt_cells(values, public=public, by=signer.name, study=study, query=query)
     return Contribution(**{**unsigned.__dict__, "signature": signer.sign(unsigned.message())})
 
 

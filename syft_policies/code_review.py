@@ -1,18 +1,20 @@
-"""Automatic review of a code request: static analysis of the submitted function (AST).
+"""Automatic review of a code request: templates first, then static analysis (AST) as advice.
 
-The compliance officer still decides; this report tells them where to look. Rules:
+A request is **low** risk only when it is one of the site's request templates
+(``syft_policies.templates``: byte-identical after normalisation, inputs bound the same
+way), with in-policy DP parameters, its epsilon within the budget and the site's own
+release policy. Anything else is custom code: at least **medium**, whatever the analysis
+below finds, because a clever request can hide what it does from any static check. The
+rules tell the officer where to look; they are not the boundary (isolation, the release
+policy and the ledger are):
 
     R001 import outside the allow-list        R006 identifier columns / per-patient lookups
     R002 eval / exec / dynamic attribute use  R007 group-bys on quasi-identifiers (tiny cells)
     R003 files, network, subprocesses         R008 pickling / serialising objects
     R004 row-level accessors and exports      R009 arrays sized by the number of records
-    R005 returning or printing a data input   R010 not a vetted job (information)
+    R005 returning or printing a data input   R010 not one of the site's templates (custom code)
     R011 DP parameters out of site policy     R012 planned epsilon over the remaining budget
     R013 the request's output policy is not this site's ReleasePolicy, or is weakened
-
-A request that only calls vetted jobs (``datasites.training.dp_train``,
-``datasites.evaluation.evaluate``, ``datasites.jobs.cohort_summary``) with in-policy
-parameters is low risk; any high-severity finding makes it high risk.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ import ast
 import html
 from dataclasses import dataclass, field
 
-__all__ = ["review_code", "ReviewReport", "Finding", "SitePolicy", "planned_epsilon"]
+from privacy import planned_epsilon
 
-VETTED_JOBS = {"datasites.training": {"dp_train"}, "datasites.evaluation": {"evaluate"},
-               "datasites.jobs": {"cohort_summary"}, "datasites.analytics": {"dp_prevalence"},
-               "datasites.rwe_analytics": {"rwe_statistics"},
-               "datasites.secure_round": {"secure_train"}}
+from .templates import TEMPLATES, match_template
+
+__all__ = ["review_code", "ReviewReport", "Finding", "SitePolicy"]
+
+VETTED_JOBS: dict[str, set[str]] = {}
+for _t in TEMPLATES.values():
+    VETTED_JOBS.setdefault(_t.job.rsplit(".", 1)[0], set()).add(_t.job.rsplit(".", 1)[1])
 SAFE_MODULES = {"numpy", "pandas", "math", "statistics", "collections", "itertools", "functools"}
 DANGEROUS_MODULES = {"os", "sys", "subprocess", "socket", "urllib", "http", "requests", "httpx", "ftplib",
                      "smtplib", "shutil", "pathlib", "io", "tempfile", "ctypes", "importlib", "builtins",
@@ -68,6 +73,11 @@ class SitePolicy:
     models: tuple[str, ...] = ("lstm", "mlp", "rwe_logreg")
     min_cell: int = 10
     max_release_rows: int = 256
+    custom_code: str = "two-person"  # the spec's [policy] custom_code: deny / two-person / allow
+
+    @classmethod
+    def for_site(cls, spec) -> "SitePolicy":
+        return cls(custom_code=getattr(spec, "custom_code", "two-person"))
 
 
 @dataclass
@@ -76,6 +86,7 @@ class ReviewReport:
     risk: str  # low / medium / high
     findings: list[Finding] = field(default_factory=list)
     vetted_calls: list[str] = field(default_factory=list)
+    template: str | None = None  # the site template this request is, if any
     dp: dict | None = None
     epsilon_cost: float | None = None
     budget_before: float | None = None
@@ -91,6 +102,8 @@ class ReviewReport:
 
     def __str__(self) -> str:
         lines = [f"Review of {self.function}: {self.risk.upper()} risk"]
+        lines.append(f"  site template: {self.template}" if self.template else
+                     "  custom code: not one of the site's templates (its outputs are exact releases)")
         if self.vetted_calls:
             lines.append(f"  vetted jobs called: {', '.join(self.vetted_calls)}")
         if self.dp:
@@ -284,24 +297,13 @@ class _Reviewer(ast.NodeVisitor):
         self.generic_visit(node)
 
 
-def planned_epsilon(plan: dict) -> float | None:
-    """Epsilon a study plan spends at a site over all its rounds (Opacus RDP), or None."""
-    from datasites.training import epsilon_spent, schedule
-
-    try:
-        per_epoch, rate = schedule(plan["sample_rate"])
-        steps = plan["rounds"] * plan["local_epochs"] * per_epoch
-        return epsilon_spent(((float(plan["noise_multiplier"]), rate, steps),), plan["delta"])
-    except (KeyError, TypeError, ZeroDivisionError, ValueError):
-        return None
-
-
 def review_code(source: str, *, site_policy: SitePolicy | None = None, plan: dict | None = None,
                 data_params: set[str] | None = None, budget_remaining: float | None = None,
-                release: dict | None = None) -> ReviewReport:
+                release: dict | None = None, inputs: dict[str, str] | None = None) -> ReviewReport:
     """Review one submitted function. ``plan`` is the request's pinned study plan (if it
     trains); ``data_params`` names the inputs bound to private assets (default: all);
-    ``release`` describes a request's output policy (``RequestInfo.release``)."""
+    ``release`` describes a request's output policy (``RequestInfo.release``); ``inputs``
+    how each parameter is bound (``templates.input_kinds``), checked against the template."""
     policy = site_policy or SitePolicy()
     try:
         tree = ast.parse(source)
@@ -321,15 +323,20 @@ def review_code(source: str, *, site_policy: SitePolicy | None = None, plan: dic
             reviewer.add("R002", "medium", "the function carries a decorator other than Syft's", deco)
     findings = reviewer.findings
     vetted = [name for name, _ in reviewer.vetted_calls]
-    statements = [s for s in func.body if not isinstance(s, (ast.Import, ast.ImportFrom, ast.Expr))]
-    only_vetted = bool(vetted) and len(statements) == 1 and isinstance(statements[0], ast.Return) \
-        and reviewer._is_vetted_call(statements[0].value)
-    if not vetted:
-        findings.append(Finding("R010", "info", "does not call a vetted job: read the code in full", func.lineno))
-    elif not only_vetted:
-        findings.append(Finding("R010", "medium", "calls a vetted job but also runs other code", func.lineno))
+    template = match_template(source, inputs)
+    if template is None:
+        names = ", ".join(sorted(TEMPLATES))
+        findings.append(Finding("R010", "medium", f"not one of the site's request templates ({names}): custom "
+                                "code whose outputs are exact releases; read it in full", func.lineno))
+        if match_template(source) is not None:
+            findings.append(Finding("R010", "medium", "a template's code with its inputs bound differently "
+                                    "(the plan must be a sy.Constant, the data the site's asset)", func.lineno))
     dp, cost, problems = None, None, []
-    if plan and any(v.endswith(("dp_train", "secure_train")) for v in vetted):
+    spends = template.spends if template else ("dp-sgd" if any(v.endswith(("dp_train", "secure_train"))
+                                                               for v in vetted) else
+                                               "per-call" if any(v.endswith(("dp_prevalence", "rwe_statistics"))
+                                                                 for v in vetted) else "")
+    if plan and spends == "dp-sgd":
         dp = {k: plan.get(k) for k in ("model", "rounds", "local_epochs", "sample_rate", "noise_multiplier",
                                        "max_grad_norm", "epsilon", "delta")}
         cost = planned_epsilon(plan)
@@ -343,7 +350,7 @@ def review_code(source: str, *, site_policy: SitePolicy | None = None, plan: dic
             problems.append(f"delta {plan.get('delta')} above {policy.max_delta}")
         if plan.get("model") not in policy.models:
             problems.append(f"model {plan.get('model')!r} is not one the site allows")
-    elif plan and any(v.endswith(("dp_prevalence", "rwe_statistics")) for v in vetted):
+    elif plan and spends == "per-call":
         executions = int(((release or {}).get("settings") or {}).get("limit", 1))
         dp = {"mechanism": "laplace", "epsilon": plan.get("epsilon"), "executions": executions}
         cost = float(plan.get("epsilon") or 0) * executions  # basic composition over every allowed call
@@ -357,9 +364,10 @@ def review_code(source: str, *, site_policy: SitePolicy | None = None, plan: dic
         findings.extend(Finding("R013", "high", p, func.lineno) for p in _release_problems(release, policy))
     findings = list(dict.fromkeys(findings))  # one line per distinct finding
     severities = {f.severity for f in findings}
-    risk = "high" if "high" in severities else "medium" if ("medium" in severities or not only_vetted) else "low"
+    risk = "high" if "high" in severities else "medium" if ("medium" in severities or template is None) else "low"
     after = None if budget_remaining is None or cost is None else budget_remaining - cost
-    return ReviewReport(func.name, risk, findings, vetted, dp, cost, budget_remaining, after)
+    return ReviewReport(func.name, risk, findings, vetted, template.name if template else None, dp, cost,
+                        budget_remaining, after)
 
 
 def _release_problems(release: dict, policy: SitePolicy) -> list[str]:

@@ -8,6 +8,7 @@ Nothing is ever updated or deleted: the balance is the budget minus the sum of d
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from contextlib import closing
@@ -44,8 +45,8 @@ class BudgetLedger:
         return db
 
     def set_budget(self, dataset: str, epsilon: float, *, researcher: str = ANY_RESEARCHER) -> None:
-        if epsilon < 0:
-            raise ValueError(f"a budget must be non-negative, got {epsilon}")
+        if not math.isfinite(epsilon) or epsilon < 0:
+            raise ValueError(f"a budget must be a finite, non-negative number, got {epsilon}")
         with closing(self._connect()) as db:
             db.execute("INSERT OR REPLACE INTO budgets VALUES (?, ?, ?, ?)", (dataset, researcher, epsilon, time.time()))
 
@@ -95,22 +96,30 @@ class BudgetLedger:
 
     def debit(self, dataset: str, epsilon: float, *, reference: str, researcher: str = ANY_RESEARCHER) -> float:
         """Atomically check that ``epsilon`` fits and record it; returns what is left after."""
-        if epsilon < 0:
-            raise ValueError(f"cannot debit a negative epsilon ({epsilon})")
+        return self.debit_all([dataset], epsilon, reference=reference, researcher=researcher)
+
+    def debit_all(self, datasets, epsilon: float, *, reference: str, researcher: str = ANY_RESEARCHER) -> float:
+        """Debit ``epsilon`` from every dataset in ``datasets`` in one transaction (an execution
+        that reads two datasets pays at both, or at neither); returns the least left after."""
+        if not math.isfinite(epsilon) or epsilon < 0:
+            raise ValueError(f"cannot debit {epsilon}: epsilon must be finite and non-negative")
+        lefts = []
         with closing(self._connect()) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
-                left = self._remaining(db, dataset, researcher)
-                if epsilon > left + 1e-12:
-                    raise BudgetExceeded(f"needs epsilon {epsilon:.3f} but only {max(left, 0):.3f} of "
-                                         f"{dataset!r}'s privacy budget is left at this site")
-                db.execute("INSERT INTO debits (dataset, researcher, epsilon, reference, at) VALUES (?, ?, ?, ?, ?)",
-                           (dataset, researcher, epsilon, reference, time.time()))
+                for dataset in dict.fromkeys(datasets):
+                    left = self._remaining(db, dataset, researcher)
+                    if epsilon > left + 1e-12:
+                        raise BudgetExceeded(f"needs epsilon {epsilon:.3f} but only {max(left, 0):.3f} of "
+                                             f"{dataset!r}'s privacy budget is left at this site")
+                    db.execute("INSERT INTO debits (dataset, researcher, epsilon, reference, at) "
+                               "VALUES (?, ?, ?, ?, ?)", (dataset, researcher, epsilon, reference, time.time()))
+                    lefts.append(left - epsilon)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        return left - epsilon
+        return min(lefts)
 
     def statement(self, researcher: str = ANY_RESEARCHER) -> list[dict]:
         """Per dataset: the site's budget, what is spent, and what ``researcher`` may still spend."""

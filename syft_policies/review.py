@@ -31,6 +31,7 @@ class RequestInfo:
     plan: dict | None = None
     code_id: str = ""
     release: dict | None = None  # the output policy: name, whether it is this site's ReleasePolicy, settings
+    inputs: dict | None = None  # how each parameter is bound: asset / constant / researcher
 
     def summary(self) -> str:
         return f"{self.id[:8]}  {self.status:<8}  {self.function:<28}  {self.researcher:<32}  {self.submitted}"
@@ -73,6 +74,8 @@ def _release(code) -> dict:
 
 
 def _info(request) -> RequestInfo:
+    from .templates import input_kinds
+
     code = request.code
     status = status_name(request)
     data, plan = _inputs(code)
@@ -89,6 +92,7 @@ def _info(request) -> RequestInfo:
         plan=plan,
         code_id=str(code.id.no_dash),
         release=_release(code),
+        inputs=input_kinds(code),
     )
 
 
@@ -150,7 +154,8 @@ def _who(client) -> str:
 
 
 def approve_request(client, request_id: str, *, ledger=None, audit=None, governance=None, purpose: str = "",
-                    irb: str = "", dua: str = "", expires: str = "", two_person: bool = False) -> RequestInfo:
+                    irb: str = "", dua: str = "", expires: str = "", two_person: bool = False,
+                    accept_high_risk: bool = False, site_policy=None) -> RequestInfo:
     """Approve a pending request; its code may then run on the private data.
 
     With the site's ``ledger``, a training request whose planned epsilon (computed from its
@@ -158,17 +163,32 @@ def approve_request(client, request_id: str, *, ledger=None, audit=None, governa
     remaining budget is refused. With the site's ``governance`` store, the approval must
     name an IRB or DUA reference and a purpose, may expire, and with ``two_person`` takes
     two different compliance officers (the first approval leaves the request pending).
+    ``site_policy`` (``SitePolicy.for_site(spec)``) decides custom code: ``deny`` refuses
+    it, ``two-person`` (the default) makes it need two officers. A high-risk request needs
+    ``accept_high_risk``.
     """
-    from datasites.quiet import quiet
-
-    from .code_review import review_code
+    from .code_review import SitePolicy, review_code
     from .ledger import BudgetExceeded
+    from .quiet import quiet
 
     request = _find(client, request_id)
     _check_pending(request)
     info = _info(request)
+    policy = site_policy or SitePolicy()
     report = review_code(info.code, plan=info.plan, data_params=set(info.data_params) or None,
-                         release=info.release)
+                         release=info.release, inputs=info.inputs, site_policy=policy)
+    if report.template is None and policy.custom_code == "deny":
+        raise ReviewError(f"cannot approve {info.function}: it is not one of the site's request templates and "
+                          "this site's policy denies custom code (policy custom_code = deny)")
+    if report.risk == "high" and not accept_high_risk:
+        high = "; ".join(f"{f.rule} line {f.line}: {f.message}" for f in report.findings if f.severity == "high")
+        raise ReviewError(f"{info.function} is HIGH risk ({high}); deny it, or approve with "
+                          "--accept-high-risk (accept_high_risk=True) after reading the code")
+    if report.template is None and policy.custom_code == "two-person":
+        if governance is None:
+            raise ReviewError(f"{info.function} is custom code: at this site it needs two compliance officers, "
+                              "recorded in the site's approvals (pass governance=)")
+        two_person = True  # custom code: a second compliance officer must co-sign
     if ledger is not None and report.dp is not None:  # it spends epsilon: it must fit the budget
         cost = report.epsilon_cost
         if cost is None:
@@ -220,9 +240,8 @@ def _governed(governance, client, info: RequestInfo, *, purpose, irb, dua, expir
 
 def deny_request(client, request_id: str, *, reason: str, audit=None) -> RequestInfo:
     """Deny a pending request; ``reason`` is required and shown to the researcher."""
-    from datasites.quiet import quiet
-
     from .code_review import review_code
+    from .quiet import quiet
 
     if not reason or not reason.strip():
         raise ReviewError("a denial needs a reason the researcher can act on")
@@ -234,7 +253,7 @@ def deny_request(client, request_id: str, *, reason: str, audit=None) -> Request
     if type(result).__name__ == "SyftError":
         raise ReviewError(f"denial failed: {result}")
     report = review_code(info.code, plan=info.plan, data_params=set(info.data_params) or None,
-                         release=info.release)
+                         release=info.release, inputs=info.inputs)
     _record(audit, client, info, report, "denied", reason=reason.strip())
     return get_request(client, request_id)
 
@@ -247,4 +266,5 @@ def review_request(client, request_id: str, *, site_policy=None, budget_remainin
 
     info = get_request(client, request_id)
     return review_code(info.code, site_policy=site_policy, plan=info.plan, release=info.release,
-                       data_params=set(info.data_params) or None, budget_remaining=budget_remaining)
+                       data_params=set(info.data_params) or None, budget_remaining=budget_remaining,
+                       inputs=info.inputs)

@@ -50,7 +50,7 @@ def _parse(table: str, column: str, kind: str, raw: pd.Series, problems: list[st
     if len(bad):
         row = int(bad[0]) + 2  # header is line 1
         problems.append(f"{table}.csv column {column}: {len(bad)} value(s) are not {expect} "
-                        f"(first at line {row}: {raw[bad[0]]!r}); fix or blank them")
+                        f"(first at line {row}); fix or blank them")
     return parsed
 
 
@@ -111,7 +111,8 @@ def load_synthea(directory: str | Path, *, allow_pre_v3: bool = False) -> Synthe
             orphans = ~tables[t]["PATIENT"].isin(ids)
             if orphans.any():
                 problems.append(f"{t}.csv: {int(orphans.sum())} row(s) name a PATIENT that is not in patients.csv "
-                                f"(first: {tables[t]['PATIENT'][orphans].iloc[0]!r}); export all tables from one run")
+                                f"(first at line {int(orphans.to_numpy().argmax()) + 2}); export all tables "
+                                "from one run")
     if problems:
         raise SyntheaValidationError(directory, problems)
     for t, frame in tables.items():

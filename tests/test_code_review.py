@@ -11,10 +11,10 @@ from federation import StudyPlan
 from federation.study import medsyft_evaluate, medsyft_train
 from syft_policies import SitePolicy, review_code
 
-from sandbox.exfiltration import ATTEMPTS
+from scratchnet.exfiltration import ATTEMPTS
 
 BENIGN = {
-    "vetted summary": ("def f(patients, encounters, conditions):\n    from datasites.jobs import cohort_summary\n"
+    "vetted summary": ("def f(patients, encounters, conditions):\n    from datasites.jobs.summary import cohort_summary\n"
                        "    return cohort_summary(patients, encounters, conditions, min_cell=10)\n"),
     "plain aggregate": ("def f(patients):\n    n = len(patients)\n"
                         "    share = float((patients['GENDER'] == 'F').mean())\n"

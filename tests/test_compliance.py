@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datasites.compliance import IDENTIFIER_TYPES, check_asset
+from datasites.jobs.compliance import IDENTIFIER_TYPES, check_asset
 from datasites.deidentify import drop_direct_identifiers, shift_dates, top_code_age, year_only, zip3
-from datasites.training import dp_train
-from syft_policies.refusals import Refused
+from datasites.jobs.training import dp_train
+from datasites.jobs.site import Refused
 
 N = 60
 PLANTED = {  # identifier type -> a column carrying it, under a name that does not give it away

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from datasites.rwe_analytics import RWE_CELLS, rwe_cells
+from datasites.jobs.rwe import RWE_CELLS, rwe_cells
 from federation.crossborder import odds_ratio, release_cells, run_cross_border
 from federation.report import render_html
 

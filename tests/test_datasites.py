@@ -10,7 +10,7 @@ import syft as sy
 
 from datasites import start_site
 from datasites.data import private_dir
-from datasites.quiet import quiet
+from syft_policies.quiet import quiet
 from federation import NotApproved, fetch_result, request_status, submit_request
 from synthetic_data import SyntheaValidationError, load_synthea
 from syft_policies import ReviewError, approve_request, deny_request, list_requests
@@ -60,7 +60,7 @@ def _summary(assets):
         @sy.syft_function_single_use(patients=assets["patients"], encounters=assets["encounters"],
                                      conditions=assets["conditions"])
         def sepsis_summary_t(patients, encounters, conditions):
-            from datasites.jobs import cohort_summary
+            from datasites.jobs.summary import cohort_summary
             return cohort_summary(patients, encounters, conditions, min_cell=10)
     return sepsis_summary_t
 

@@ -14,7 +14,7 @@ import syft as sy
 
 from datasites import connect, load_spec, site_status
 from syft_policies.release import ReleasePolicy
-from datasites.quiet import quiet
+from syft_policies.quiet import quiet
 from datasites.spec import SPEC_DIR
 from federation import fetch_result, request_status, submit_request
 
@@ -70,7 +70,7 @@ def test_http_sites_review_cli_and_restart(http_site):
                                                      conditions=assets["conditions"]),
                           output_policy=ReleasePolicy(limit=1))
         def http_summary(patients, encounters, conditions):
-            from datasites.jobs import cohort_summary
+            from datasites.jobs.summary import cohort_summary
             return cohort_summary(patients, encounters, conditions, min_cell=10)
 
         @sy.syft_function_single_use(patients=assets["patients"])

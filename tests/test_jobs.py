@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from datasites.cohort_asset import cohort_frame, split_rows
-from datasites.jobstate import LEDGER_FILE, register_site, study_state
-from datasites.models import model_inputs
-from datasites.training import dp_train
+from datasites.cohort_asset import cohort_frame
+from datasites.jobs.cohort import split_rows
+from datasites.jobs.models import model_inputs
+from datasites.jobs.site import LocalHospital, use_hospital
+from datasites.jobs.training import dp_train
 from federation import StudyPlan
 from synthetic_data import load_synthea
-from syft_policies.ledger import BudgetLedger
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +29,13 @@ def test_cohort_asset_has_no_identifiers_and_a_fixed_split(frame, network_home, 
     assert x.shape[1] == 41
 
 
-def test_dp_train_refuses_a_round_that_would_exceed_the_study_epsilon(frame, tmp_path):
-    register_site("jobs-site", tmp_path)
-    BudgetLedger(tmp_path / LEDGER_FILE).set_budget("icu-sepsis", 100.0)
+def test_dp_train_refuses_a_round_that_would_exceed_the_study_epsilon(frame):
+    site = LocalHospital("jobs-site", dry_run=False)
     plan = StudyPlan(study="tight", sites=["x"], rounds=4, noise_multiplier=0.5, epsilon=None).job_plan()
     plan["epsilon"] = 1.0  # far below what one round at this noise costs
-    with pytest.raises(PermissionError, match="exceed this study's epsilon"):
+    with use_hospital(site), pytest.raises(PermissionError, match="exceed this study's epsilon"):
         dp_train(frame, {}, plan)
-    with study_state("jobs-site", "tight") as state:
-        assert state.rounds_done == 0 and state.accountant == []  # refused before any step
+    assert site.load("tight", "state") is None and site.debits == []  # refused before any debit or step
 
 
 def test_dry_run_on_a_mock_leaves_no_privacy_state(network_home, specs, tmp_path):
@@ -47,3 +45,4 @@ def test_dry_run_on_a_mock_leaves_no_privacy_state(network_home, specs, tmp_path
     second = dp_train(mock, {}, plan)
     assert first["round"] == second["round"] == 1  # throw-away state: a dry run never accumulates
     assert first["epsilon"] == second["epsilon"] > 0
+    assert first["budget_remaining"] is None  # nothing was paid: no hospital's budget exists here

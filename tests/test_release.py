@@ -12,8 +12,8 @@ import threading
 import numpy as np
 from syft.service.policy.policy import OutputPolicyExecuteOnce
 
-from datasites.quiet import quiet
-from sandbox.exfiltration import ATTEMPTS, RETURNS_DATA, SUPPRESSED
+from syft_policies.quiet import quiet
+from scratchnet.exfiltration import ATTEMPTS, RETURNS_DATA, SUPPRESSED
 from federation import fetch_result, remaining_budget, submit_request
 from syft_policies import ReviewError, approve_request, list_requests, review_code
 from syft_policies.release import ReleasePolicy
@@ -140,7 +140,7 @@ def test_parallel_executions_through_syft_never_spend_more_than_the_budget(site)
     site.ledger().set_budget("parallel-test", 5.0)
 
     def noisy_prevalence(cohort, plan):
-        from datasites.analytics import dp_prevalence
+        from datasites.jobs.analytics import dp_prevalence
         return dp_prevalence(cohort, plan)
 
     with quiet():

@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datasites.cohort_asset import cohort_frame, split_rows
-from datasites.evaluation import auroc, site_metrics
-from datasites.models import model_inputs
-from sandbox.experiments import compare_strategy, skewed_hospitals
+from datasites.cohort_asset import cohort_frame
+from datasites.jobs.cohort import split_rows
+from datasites.jobs.evaluation import auroc, site_metrics
+from datasites.jobs.models import model_inputs
+from scratchnet.experiments import compare_strategy, skewed_hospitals
 from federation import FedAvg, FedBN, FedProx, PlanError, StudyPlan
 from federation.metrics import pooled_auroc
 from federation.strategy import weighted_average
@@ -83,28 +84,28 @@ def test_pooled_auroc_from_site_counts_matches_the_exact_auroc():
 # --- non-IID: FedProx and FedBN against FedAvg -------------------------------------------------
 
 @pytest.fixture(scope="module")
-def skewed_sites(network_home, specs, tmp_path_factory):
+def skewed_sites(network_home, specs):
     frames = {s.name: cohort_frame(load_synthea(network_home / s.name / "data" / "private"), site_uid="x")
               for s in specs}
-    return skewed_hospitals(frames, scratch=tmp_path_factory.mktemp)
+    return skewed_hospitals(frames)
 
 
-def _run(sites, strategy, *, study):
-    return compare_strategy(sites, strategy, study=study)
+def _run(sites, strategy, *, study, hospitals=None):
+    return compare_strategy(sites, strategy, study=study, hospitals=hospitals)
 
 
 def test_fedprox_limits_client_drift_and_fedbn_personalises_on_a_skewed_split(skewed_sites):
     avg_drift, avg_auc = _run(skewed_sites, FedAvg(), study="skew-avg")
     prox_drift, prox_auc = _run(skewed_sites, FedProx(mu=1.0), study="skew-prox")
-    bn_drift, bn_auc = _run(skewed_sites, FedBN(), study="skew-bn")
+    hospitals = {}
+    bn_drift, bn_auc = _run(skewed_sites, FedBN(), study="skew-bn", hospitals=hospitals)
     print(f"\nmean update norm: fedavg {avg_drift:.4f}  fedprox {prox_drift:.4f}  fedbn {bn_drift:.4f}")
     print(f"per-site AUROC: fedavg {avg_auc}  fedprox {prox_auc}  fedbn {bn_auc}")
     # FedProx: the proximal pull keeps local models closer to the global one
     assert prox_drift < avg_drift
     # FedBN: each site's normalisation layers stayed local and differ between the sites
-    from datasites.jobstate import study_state
-
-    with study_state("skew-young", "skew-bn") as a, study_state("skew-old-shifted", "skew-bn") as b:
-        assert set(a.local_layers) == {"norm.weight", "norm.bias"} == set(b.local_layers)
-        assert not np.allclose(a.local_layers["norm.bias"], b.local_layers["norm.bias"])
+    a = hospitals["young"].load("skew-bn", "state")["local_layers"]
+    b = hospitals["old-shifted"].load("skew-bn", "state")["local_layers"]
+    assert set(a) == {"norm.weight", "norm.bias"} == set(b)
+    assert not np.allclose(a["norm.bias"], b["norm.bias"])
     assert all(v is not None and v > 0.5 for v in bn_auc.values())

@@ -11,7 +11,7 @@ import pytest
 from opacus.accountants import RDPAccountant
 from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 
-from datasites.quiet import quiet
+from syft_policies.quiet import quiet
 from federation import PlanError, RoundRefused, Study, StudyPlan, StudyStopped, request_status
 from syft_policies import ReviewError, approve_request, deny_request, list_requests
 
@@ -63,8 +63,10 @@ def _independent_epsilon(plan: StudyPlan, rounds: int) -> float:
 
 
 def _site_state(network, site: str, study: str) -> dict:
+    from datasites.isolation.mediator import StudyStore
+
     home, _ = network
-    return json.loads((home / site / "jobs" / study / "state.json").read_text())
+    return StudyStore(home / site).load(study, "state")
 
 
 def test_epsilon_matches_an_independent_accountant_and_rounds_are_capped(network, tmp_path):
@@ -308,8 +310,8 @@ def test_secure_aggregation_through_syft_equals_fedavg_and_survives_a_dropout(ne
     expected = plain.strategy.aggregate(start, survivors)
     for k in expected:
         assert np.max(np.abs(weights[k] - expected[k])) < 1e-5, k
-    from datasites.training import dp_train
-    from syft_policies.refusals import Refused
+    from datasites.jobs.site import Refused
+    from datasites.jobs.training import dp_train
 
     with pytest.raises(Refused, match="secure aggregation"):  # the plain, unmasked path stays closed
         dp_train(None, start, secure.plan.job_plan())

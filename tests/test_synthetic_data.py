@@ -136,7 +136,7 @@ def test_loader_rejects_wrong_type_with_line_number(export_dir, tmp_path):
     with pytest.raises(SyntheaValidationError) as err:
         load_synthea(d)
     assert "patients.csv column BIRTHDATE" in str(err.value) and "line 5" in str(err.value)
-    assert "'last tuesday'" in str(err.value)
+    assert "last tuesday" not in str(err.value)  # a value of the file never appears in an error
 
 
 def test_loader_rejects_empty_file(export_dir, tmp_path):

@@ -5,25 +5,27 @@ train split with Opacus (Poisson sampling, per-sample clipping to ``max_grad_nor
 Gaussian noise ``noise_multiplier``), continues the site's RDP accountant from the
 previous rounds, and returns the model weights, the sample count, epsilon spent so far
 and the mean training loss. Never rows, never per-patient values.
+
+The accountant lives at the hospital: the job reads it from, and hands it back to, the
+datasite (``site.hospital()``), which also debits the round's epsilon before any step.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 import warnings
 
 import numpy as np
 
-from syft_policies.refusals import Refused
+from privacy.accounting import epsilon_spent, history_key, merged_history, schedule
 
-from .cohort_asset import check_frame, split_rows
+from .cohort import check_frame, split_rows
 from .compliance import require_compliant
-from .jobstate import check_approval, output_digest, site_audit, site_ledger, study_state
 from .models import build_model, get_weights, model_inputs, set_weights
+from .site import Refused, hospital
 
-__all__ = ["dp_train", "fit", "PLAN_KEYS", "schedule", "epsilon_spent"]
+__all__ = ["dp_train", "train_round", "fit", "PLAN_KEYS"]
 
 PLAN_KEYS = ("study", "dataset", "model", "rounds", "local_epochs", "lr", "sample_rate", "noise_multiplier",
              "max_grad_norm", "epsilon", "delta", "prox_mu", "local_layers", "seed")
@@ -121,35 +123,6 @@ def _check_plan(plan: dict) -> None:
         raise ValueError(f"sample_rate must be in (0, 1], got {plan['sample_rate']}")
 
 
-def schedule(sample_rate: float) -> tuple[int, float]:
-    """Steps per epoch and the sampling rate the accountant sees: every epoch is k Poisson
-    steps at rate exactly 1/k (Opacus' DPDataLoader takes int(1/rate) steps)."""
-    steps = max(1, round(1 / sample_rate))
-    return steps, 1 / steps
-
-
-@functools.lru_cache(maxsize=256)
-def epsilon_spent(history: tuple, delta: float) -> float:
-    """Epsilon of an RDP accountant history (pure, so cached: sites of one study share it)."""
-    from opacus.accountants import RDPAccountant
-
-    accountant = RDPAccountant()
-    accountant.history = list(history)
-    return float(accountant.get_epsilon(delta))
-
-
-def _merged(history) -> dict:
-    total: dict = {}
-    for noise, rate, steps in history:
-        total[(float(noise), float(rate))] = total.get((float(noise), float(rate)), 0) + int(steps)
-    return total
-
-
-def _history_key(history) -> tuple:
-    """RDP composes additively over steps, so equal (noise, rate) entries merge exactly."""
-    return tuple((noise, rate, steps) for (noise, rate), steps in _merged(history).items())
-
-
 def dp_train(cohort, weights: dict, plan: dict) -> dict:
     """One federated round at this hospital: DP-SGD from the global ``weights``.
 
@@ -173,55 +146,41 @@ def train_round(cohort, weights: dict, plan: dict) -> dict:
         raise ValueError("fewer than 20 training patients at this site: DP-SGD would be all noise")
     inputs, labels = model_inputs(train, plan["model"])
     local = tuple(plan["local_layers"])
-    site_uid = str(cohort["site_uid"].iloc[0])
-    check_approval(site_uid, plan["study"])
-    with study_state(site_uid, plan["study"]) as state:
-        if state.rounds_done >= plan["rounds"]:
-            raise Refused(f"study {plan['study']} planned {plan['rounds']} rounds and all have run here")
-        per_epoch, rate = schedule(plan["sample_rate"])
-        projected = [tuple(h) for h in state.accountant] + [
-            (plan["noise_multiplier"], rate, plan["local_epochs"] * per_epoch)]
-        epsilon_after = epsilon_spent(_history_key(projected), plan["delta"])
-        if epsilon_after > plan["epsilon"] * (1 + 1e-6):
-            raise Refused(f"another round would exceed this study's epsilon={plan['epsilon']} "
-                                  f"at delta={plan['delta']}")
-        debited = epsilon_after - state.epsilon
-        ledger = site_ledger(site_uid)
-        budget_left = None
-        if ledger is not None:  # the site's budget pays for this round before any step is taken
-            budget_left = ledger.debit(plan["dataset"], debited,
-                                       reference=f"{plan['study']}/round-{state.rounds_done + 1}")
-        model = build_model(plan["model"], seed=plan["seed"])
-        set_weights(model, {k: v for k, v in weights.items()})
-        set_weights(model, {k: v for k, v in state.local_layers.items()})
-        anchor = get_weights(model)
-        run = fit(model, inputs, labels, epochs=plan["local_epochs"], sample_rate=plan["sample_rate"],
-                  lr=plan["lr"], noise_multiplier=plan["noise_multiplier"], max_grad_norm=plan["max_grad_norm"],
-                  accountant=state.accountant, prox_mu=plan["prox_mu"], anchor=anchor,
-                  seed=plan["seed"] + 1000 * (state.rounds_done + 1))
-        new = get_weights(model)
-        state.accountant = [tuple(h) for h in run["accountant"]]
-        if _merged(state.accountant) != _merged(projected):  # e.g. a step skipped: recompute
-            epsilon_after = epsilon_spent(_history_key(state.accountant), plan["delta"])
-        state.epsilon = epsilon_after
-        state.local_layers = {k: v for k, v in new.items() if k.startswith(local)} if local else {}
-        state.rounds_done += 1
-        state.save()
-        reply = {
-            "round": state.rounds_done,
-            "weights": {k: v for k, v in new.items() if not (local and k.startswith(local))},
-            "num_samples": int(len(train)),
-            "epsilon": state.epsilon,
-            "delta": plan["delta"],
-            "accountant": [list(h) for h in state.accountant],
-            "budget_remaining": budget_left,
-            "metrics": {"train_loss": run["loss"], "steps": run["steps"], "seconds": round(run["seconds"], 3)},
-        }
-        audit = site_audit(site_uid)
-        if audit is not None:
-            audit.append("executed", job="datasites.training.dp_train", study=plan["study"], round=reply["round"],
-                         dataset=plan["dataset"], epsilon_debited=debited,
-                         epsilon_total=state.epsilon, input_sha256=output_digest(weights),
-                         output_sha256=output_digest(reply))
-        return reply
-
+    site = hospital()
+    state = site.load(plan["study"], "state") or {}
+    rounds_done, accountant = int(state.get("rounds_done", 0)), [tuple(h) for h in state.get("accountant", [])]
+    spent, local_layers = float(state.get("epsilon", 0.0)), dict(state.get("local_layers", {}))
+    if rounds_done >= plan["rounds"]:
+        raise Refused(f"study {plan['study']} planned {plan['rounds']} rounds and all have run here")
+    per_epoch, rate = schedule(plan["sample_rate"])
+    projected = accountant + [(plan["noise_multiplier"], rate, plan["local_epochs"] * per_epoch)]
+    epsilon_after = epsilon_spent(history_key(projected), plan["delta"])
+    if epsilon_after > plan["epsilon"] * (1 + 1e-6):
+        raise Refused(f"another round would exceed this study's epsilon={plan['epsilon']} at delta={plan['delta']}")
+    # the site's budget pays for this round before any step is taken
+    budget_left = site.debit(epsilon_after - spent, reference=f"{plan['study']}/round-{rounds_done + 1}")
+    model = build_model(plan["model"], seed=plan["seed"])
+    set_weights(model, dict(weights))
+    set_weights(model, local_layers)
+    anchor = get_weights(model)
+    run = fit(model, inputs, labels, epochs=plan["local_epochs"], sample_rate=plan["sample_rate"],
+              lr=plan["lr"], noise_multiplier=plan["noise_multiplier"], max_grad_norm=plan["max_grad_norm"],
+              accountant=accountant, prox_mu=plan["prox_mu"], anchor=anchor,
+              seed=plan["seed"] + 1000 * (rounds_done + 1))
+    new = get_weights(model)
+    accountant = [tuple(h) for h in run["accountant"]]
+    if merged_history(accountant) != merged_history(projected):  # e.g. a step skipped: recompute
+        epsilon_after = epsilon_spent(history_key(accountant), plan["delta"])
+    site.save(plan["study"], "state", {
+        "rounds_done": rounds_done + 1, "accountant": [list(h) for h in accountant], "epsilon": epsilon_after,
+        "local_layers": {k: v for k, v in new.items() if k.startswith(local)} if local else {}})
+    return {
+        "round": rounds_done + 1,
+        "weights": {k: v for k, v in new.items() if not (local and k.startswith(local))},
+        "num_samples": int(len(train)),
+        "epsilon": epsilon_after,
+        "delta": plan["delta"],
+        "accountant": [list(h) for h in accountant],
+        "budget_remaining": budget_left,
+        "metrics": {"train_loss": run["loss"], "steps": run["steps"], "seconds": round(run["seconds"], 3)},
+    }

@@ -51,7 +51,7 @@ def open_network(*, sites: list[str] | None = None, patients: int | None = None,
     ``home`` defaults to a fresh scratch directory, so a notebook never touches real sites.
     """
     from datasites import ensure_site_data, shipped_specs, start_site
-    from datasites.quiet import quiet
+    from syft_policies.quiet import quiet
 
     specs = shipped_specs()
     if sites:

@@ -5,7 +5,7 @@ identifier types a research extract must not hold (45 CFR 164.514(b)(2)): names,
 addresses, full ZIP codes, dates more precise than the year, ages over 89, phone numbers,
 e-mail addresses, SSNs, medical-record-like ids, and free text (which hides all of them).
 The vetted jobs call ``require_compliant`` first, so training and analytics never run on an
-asset that fails; ``datasites.deidentify`` has the fixes.
+asset that fails; ``datasites.deidentify`` (the data owner's side) has the fixes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from syft_policies.refusals import Refused
+from .site import Refused
 
 __all__ = ["check_asset", "require_compliant", "ComplianceReport", "IdentifierFinding", "IDENTIFIER_TYPES"]
 

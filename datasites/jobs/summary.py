@@ -1,7 +1,7 @@
-"""Vetted jobs: the only code an approved request should call at a hospital.
+"""Vetted job: the size, sepsis prevalence and mean age of a hospital's ICU cohort.
 
-Each job is short, takes the private tables, and returns aggregates only: counts
-below ``min_cell`` are suppressed (None), never exact small numbers or rows.
+Aggregates only: counts below ``min_cell`` are suppressed (None), never exact small
+numbers or rows.
 """
 
 from __future__ import annotations

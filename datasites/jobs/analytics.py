@@ -1,8 +1,9 @@
 """Vetted DP analytics: aggregate counts with Laplace noise, paid from the site's budget.
 
 The query's epsilon is pinned in the approved request (``plan``), so the researcher cannot
-raise it per call. Each execution debits that epsilon from the ledger *before* it looks
-at the data, in one atomic step, so parallel calls can never spend more than the budget.
+raise it per call. Each execution asks the datasite to debit that epsilon *before* it looks
+at the data; the datasite's check-and-debit is atomic, so parallel calls can never spend
+more than the budget.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import secrets
 
 import numpy as np
 
-from .cohort_asset import check_frame
+from .cohort import check_frame
 from .compliance import require_compliant
-from .jobstate import check_approval, output_digest, site_audit, site_ledger
+from .site import hospital
 
 __all__ = ["dp_prevalence", "laplace_count"]
 
@@ -40,21 +41,11 @@ def dp_prevalence(cohort, plan: dict) -> dict:
             raise ValueError(f"the plan needs {key!r}")
     cohort = check_frame(cohort)
     require_compliant(cohort, name="sepsis_cohort")
-    site_uid = str(cohort["site_uid"].iloc[0])
-    check_approval(site_uid, plan["study"])
-    ledger = site_ledger(site_uid)
-    left = None
-    if ledger is not None:  # paid before the data is read
-        left = ledger.debit(plan["dataset"], epsilon, reference=f"{plan['study']}/dp_prevalence")
+    left = hospital().debit(epsilon, reference=f"{plan['study']}/dp_prevalence")  # paid before the data is read
     rng = np.random.default_rng(secrets.randbits(128))
-    reply = {
+    return {
         "patients": laplace_count(len(cohort), epsilon=epsilon, sensitivity=2.0, rng=rng),
         "cases": laplace_count(int(cohort["label"].sum()), epsilon=epsilon, sensitivity=2.0, rng=rng),
         "epsilon": epsilon,
         "budget_remaining": left,
     }
-    audit = site_audit(site_uid)
-    if audit is not None:
-        audit.append("executed", job="datasites.analytics.dp_prevalence", study=plan["study"],
-                     dataset=plan["dataset"], epsilon_debited=epsilon, output_sha256=output_digest(reply))
-    return reply

@@ -14,7 +14,7 @@ import pandas as pd
 
 from synthetic_data.cohort import SEQUENCE_FEATURES
 
-from .cohort_asset import STATIC_FEATURES, sequence_columns
+from .cohort import STATIC_FEATURES, sequence_columns
 
 __all__ = ["MODELS", "build_model", "get_weights", "set_weights", "model_inputs", "NORM_PREFIX"]
 
@@ -132,7 +132,7 @@ def _scaled(frame: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def model_inputs(frame: pd.DataFrame, model: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(inputs, labels)`` for ``model`` from a cohort asset frame (see ``datasites.cohort_asset``).
+    """``(inputs, labels)`` for ``model`` from a cohort asset frame (see ``datasites.jobs.cohort``).
 
     LSTM: (patients, hours, 8 charted + 9 static); MLP: static plus each charted variable's
     mean, min, max and last value over the window.

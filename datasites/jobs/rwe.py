@@ -8,28 +8,25 @@ table and each of the 5 biomarker tables: L1 sensitivity 8), a quarter each to t
 of (age - 65) and of its square, ages clipped to 20-90 (sensitivities 45 and 2025). Each
 cell gets its Laplace noise before it is encrypted under the study's public key (whose
 SHA-256 is pinned in the approved plan, so a researcher cannot slip in a key they can
-decrypt with) and signed with the site's own key. The epsilon is paid from the ledger
-first; the site never releases a plaintext cell.
+decrypt with) and signed with the site's own key (the datasite signs; the key never
+enters the worker). The epsilon is paid from the ledger first; the site never releases
+a plaintext cell.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
-from pathlib import Path
 
 import numpy as np
 
 from synthetic_data.oncology import BIOMARKERS
-from syft_policies.refusals import Refused
 
-from .cohort_asset import check_frame
+from .cohort import check_frame
 from .compliance import require_compliant
-from .jobstate import check_approval, output_digest, site_audit, site_directory, site_ledger
-from .rwe_asset import RWE_SCHEMA
+from .site import Refused, hospital
 
-__all__ = ["rwe_statistics", "rwe_cells", "RWE_CELLS", "SENSITIVITY", "NOISE", "site_signer", "AGE_BINS",
+__all__ = ["rwe_statistics", "rwe_cells", "RWE_CELLS", "RWE_SCHEMA", "SENSITIVITY", "NOISE", "AGE_BINS",
            "SUM_CELLS"]
 
 AGE_BINS = (20, 50, 60, 70, 80, 91)
@@ -41,20 +38,9 @@ RWE_CELLS = (("n", "sum_age_dev", "sumsq_age_dev") + tuple(f"age_{lo}_{hi - 1}" 
 SENSITIVITY = 8.0  # of the count cells together
 AGE_CENTRE, AGE_RANGE = 65.0, (20.0, 90.0)  # ages enter the sums as (age - 65), clipped to the range
 NOISE = {"sum_age_dev": 45.0 / 0.25, "sumsq_age_dev": 2025.0 / 0.25}  # sensitivity / share of eps; counts: 8 / 0.5
-SIGNING_KEY = "he_signing_key"
+RWE_FEATURES = ("age", "male", "stage", *BIOMARKERS, "treated")
+RWE_SCHEMA = {**{c: "numeric" for c in RWE_FEATURES}, "label": "binary", **{m: "binary" for m in BIOMARKERS}}
 SUM_CELLS = ("sum_age_dev", "sumsq_age_dev")  # sums, not counts
-
-
-def site_signer(site_dir: Path, name: str):
-    """The site's Ed25519 key for signing its encrypted statistics (made once, mode 0600)."""
-    from he import Signer
-
-    path = Path(site_dir) / SIGNING_KEY
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(Signer(name).private_bytes())
-    return Signer.from_private_bytes(name, path.read_bytes())
 
 
 def rwe_cells(frame) -> dict[str, float]:
@@ -78,7 +64,8 @@ def rwe_cells(frame) -> dict[str, float]:
 
 def rwe_statistics(cohort, plan: dict, message: dict) -> dict:
     """This hospital's encrypted, signed, epsilon-DP contribution to the study's statistics."""
-    from he import encrypt
+    from he import Contribution
+    from he.contribution import encrypt_cells
 
     epsilon = float(plan.get("epsilon", 0))
     if not 0 < epsilon <= 5:
@@ -88,18 +75,13 @@ def rwe_statistics(cohort, plan: dict, message: dict) -> dict:
         raise Refused("the public key given is not the one the hospital approved for this study")
     frame = check_frame(cohort)
     require_compliant(frame, name="rwe_cohort", schema=RWE_SCHEMA)
-    site_uid = str(frame["site_uid"].iloc[0])
-    directory = site_directory(site_uid)
-    if directory is None:  # the mock twin / a dry run: the layout, no data, no key
+    site = hospital()
+    if site.dry_run:  # the mock twin / a dry run: the layout, no data, no key
         return {"dry_run": True, "cells": list(RWE_CELLS)}
-    check_approval(site_uid, plan["study"])
-    left = site_ledger(site_uid).debit(plan["dataset"], epsilon, reference=f"{plan['study']}/rwe_statistics")
+    left = site.debit(epsilon, reference=f"{plan['study']}/rwe_statistics")
     rng = np.random.default_rng(secrets.randbits(128))
     noisy = {c: v + float(rng.laplace(0.0, NOISE.get(c, SENSITIVITY / 0.5) / epsilon))
              for c, v in rwe_cells(frame).items()}
-    signer = site_signer(directory, plan["site"])
-    contribution = encrypt(noisy, public=public, signer=signer, study=plan["study"], query=plan["query"])
-    reply = {**contribution.to_dict(), "epsilon": epsilon, "budget_remaining": left}
-    site_audit(site_uid).append("executed", job="datasites.rwe_analytics.rwe_statistics", study=plan["study"],
-                                dataset=plan["dataset"], epsilon_debited=epsilon, output_sha256=output_digest(reply))
-    return reply
+    unsigned = encrypt_cells(noisy, public=public, by=site.name, study=plan["study"], query=plan["query"])
+    signed = Contribution(**{**unsigned.__dict__, "signature": site.sign(unsigned.message())})
+    return {**signed.to_dict(), "epsilon": epsilon, "budget_remaining": left}

@@ -27,8 +27,8 @@ def hospital_cohorts(patients: int, *, seed: int = 7) -> dict:
 def auroc_against_epsilon(epsilons, *, patients: int, rounds: int = 4, seeds=(0,), model: str = "mlp") -> dict:
     """Test AUROC of a model trained on the pooled hospitals with DP-SGD at each epsilon
     (noise calibrated by Opacus' RDP accountant), and without privacy; mean over ``seeds``."""
-    from datasites.cohort_asset import split_rows
-    from datasites.models import model_inputs
+    from datasites.jobs.cohort import split_rows
+    from datasites.jobs.models import model_inputs
     from federation import StudyPlan
     from federation.baselines import _early_stopped, _private, evaluate_weights
 
@@ -48,14 +48,10 @@ def auroc_against_epsilon(epsilons, *, patients: int, rounds: int = 4, seeds=(0,
     return out
 
 
-def skewed_hospitals(frames: dict, *, scratch) -> dict:
+def skewed_hospitals(frames: dict) -> dict:
     """Two hospitals split by age (under 60 / 60 and over) with a sensor shift at the second:
-    its heart rate and temperature read high. Strongly non-IID in covariates and features.
-    Each gets a scratch site directory (``scratch(name)`` makes one) so the vetted jobs keep state."""
+    its heart rate and temperature read high. Strongly non-IID in covariates and features."""
     import pandas as pd
-
-    from datasites.jobstate import LEDGER_FILE, register_site
-    from syft_policies.ledger import BudgetLedger
 
     frame = pd.concat(list(frames.values()), ignore_index=True)
     young, old = frame[frame["age"] < 60].copy(), frame[frame["age"] >= 60].copy()
@@ -63,25 +59,24 @@ def skewed_hospitals(frames: dict, *, scratch) -> dict:
         old[col] += 25.0
     for col in [c for c in old.columns if c.endswith("_temperature")]:
         old[col] += 1.5
-    sites = {}
-    for name, part in (("young", young), ("old-shifted", old)):
-        uid = f"skew-{name}"
-        directory = scratch(uid)
-        register_site(uid, directory)
-        BudgetLedger(directory / LEDGER_FILE).set_budget("icu-sepsis", 100.0)
-        part["site_uid"] = uid
-        sites[name] = part.reset_index(drop=True)
-    return sites
+    return {"young": young.reset_index(drop=True), "old-shifted": old.reset_index(drop=True)}
 
 
-def compare_strategy(sites: dict, strategy, *, rounds: int = 4, study: str) -> tuple[float, dict]:
-    """Run ``strategy`` over ``sites`` with the vetted DP job called directly; returns the
-    mean norm of the sites' updates (client drift) and each site's test AUROC."""
-    from datasites.evaluation import evaluate
-    from datasites.models import build_model, get_weights
-    from datasites.training import dp_train
+def compare_strategy(sites: dict, strategy, *, rounds: int = 4, study: str,
+                     hospitals: dict | None = None) -> tuple[float, dict]:
+    """Run ``strategy`` over ``sites`` with the vetted DP job called directly (each site a
+    ``LocalHospital`` keeping its accountant and local layers in memory; pass ``hospitals``
+    to look at them afterwards); returns the mean norm of the sites' updates (client drift)
+    and each site's test AUROC."""
+    from datasites.jobs.evaluation import evaluate
+    from datasites.jobs.models import build_model, get_weights
+    from datasites.jobs.site import LocalHospital, use_hospital
+    from datasites.jobs.training import dp_train
     from federation import StudyPlan
 
+    hospitals = {} if hospitals is None else hospitals
+    for name in sites:
+        hospitals.setdefault(name, LocalHospital(name, dry_run=False))
     plan = StudyPlan(study=study, sites=list(sites), strategy=strategy.name, rounds=rounds, epsilon=8.0,
                      prox_mu=getattr(strategy, "prox_mu", 0.1) or 0.1, lr=0.01, sample_rate=0.1, local_epochs=2)
     job = plan.job_plan()
@@ -89,8 +84,15 @@ def compare_strategy(sites: dict, strategy, *, rounds: int = 4, study: str) -> t
     drift = []
     for _ in range(rounds):
         shared = {k: v for k, v in weights.items() if not k.startswith(strategy.local_layers())}
-        results = {n: dp_train(f, shared, job) for n, f in sites.items()}
+        results = {}
+        for n, f in sites.items():
+            with use_hospital(hospitals[n]):
+                results[n] = dp_train(f, shared, job)
         drift.append(np.mean([np.sqrt(sum(float(np.sum((r["weights"][k] - weights[k]) ** 2)) for k in r["weights"]))
                               for r in results.values()]))
         weights = strategy.aggregate(weights, results)
-    return float(np.mean(drift)), {n: evaluate(f, weights, job)["auroc"] for n, f in sites.items()}
+    aurocs = {}
+    for n, f in sites.items():
+        with use_hospital(hospitals[n]):
+            aurocs[n] = evaluate(f, weights, job)["auroc"]
+    return float(np.mean(drift)), aurocs

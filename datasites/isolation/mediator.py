@@ -1,0 +1,128 @@
+"""The datasite's side of an execution: what a worker may ask, and who decides.
+
+A worker never writes the site's files. It asks; the :class:`Mediator` checks and acts:
+
+- ``debit(epsilon, reference)``: an atomic check-and-debit of the ledger of every dataset
+  the execution actually reads (found from its inputs, never from the plan), in the
+  requesting researcher's name, so per-researcher caps hold; refused when it does not fit;
+- ``load`` / ``save`` of a study document (accountant, local layers, secure-aggregation
+  state) under ``<site>/jobs/<study>/``, locked for the whole execution;
+- ``sign(message)`` with the site's HE signing key.
+
+Documents and signatures are for the site's own templates only: custom code gets a
+refusal, so it can neither read nor rewind another study's accountant.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import os
+from pathlib import Path
+
+from ..jobs import wire
+from ..jobs.site import Hospital
+
+__all__ = ["Mediator", "StudyStore"]
+
+
+class StudyStore:
+    """A site's per-study documents (``<site>/jobs/<study>/<name>.bin``, wire format, mode 0600)."""
+
+    def __init__(self, site_dir: Path):
+        self.root = Path(site_dir) / "jobs"
+
+    def path(self, study: str, name: str) -> Path:
+        Hospital.check_name(study, name)
+        return self.root / study / f"{name}.bin"
+
+    def load(self, study: str, name: str):
+        path = self.path(study, name)
+        return wire.loads(path.read_bytes()) if path.exists() else None
+
+    def save(self, study: str, name: str, value) -> None:
+        path = self.path(study, name)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(wire.dumps(value))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def lock(self, study: str):
+        """An exclusive lock on the study (held by one execution at a time)."""
+        Hospital.check_name(study, "state")
+        directory = self.root / study
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        handle = open(directory / ".lock", "w")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        return handle
+
+
+class Mediator:
+    """Answers one execution's requests. ``trusted``: the code is one of the site's templates."""
+
+    def __init__(self, site, *, researcher: str, datasets: tuple[str, ...], request: str, trusted: bool):
+        self.site, self.researcher, self.datasets = site, researcher, datasets
+        self.request, self.trusted = request, trusted
+        self.store = StudyStore(site.site_dir)
+        self.debited = 0.0
+        self.refusal: str | None = None  # the site's own last refusal, safe to show the researcher
+        self._locks: dict[str, object] = {}
+
+    def __call__(self, op: str, message: dict) -> dict:
+        if op == "debit":
+            return self._debit(message.get("epsilon"), message.get("reference"))
+        if not self.trusted:
+            return self._refuse(f"{op} is for the site's vetted templates only")
+        if op in ("load", "save"):
+            study, name = str(message.get("study", "")), str(message.get("name", ""))
+            try:
+                self.store.path(study, name)
+            except ValueError as exc:
+                return self._refuse(str(exc))
+            if study not in self._locks:
+                self._locks[study] = self.store.lock(study)
+            if op == "load":
+                return {"value": self.store.load(study, name)}
+            self.store.save(study, name, message.get("value"))
+            return {"value": None}
+        if op == "sign":
+            from ..credentials import site_signer
+
+            payload = message.get("message")
+            if not isinstance(payload, bytes) or len(payload) > 4096:
+                return self._refuse("sign takes at most 4096 bytes")
+            return {"value": site_signer(self.site.site_dir, self.site.spec.name).sign(payload)}
+        return self._refuse(f"unknown request {op!r}")
+
+    def _refuse(self, message: str) -> dict:
+        self.refusal = message
+        return {"refused": message}
+
+    def _debit(self, epsilon, reference) -> dict:
+        from syft_policies.ledger import BudgetExceeded
+
+        if not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool) or not math.isfinite(epsilon) \
+                or not 0 <= epsilon <= 1000:
+            return self._refuse("a debit needs a finite epsilon between 0 and 1000")
+        if not self.datasets:
+            return {"value": None}  # reads no private asset here: nothing to pay for
+        reference = f"{str(reference or '')[:120]} (request {self.request[:8]})"
+        try:
+            left = self.site.ledger().debit_all(self.datasets, float(epsilon), reference=reference,
+                                                researcher=self.researcher)
+        except BudgetExceeded as exc:
+            return self._refuse(str(exc))
+        self.debited += float(epsilon)
+        self.site.audit().append("debited", request=self.request, datasets=list(self.datasets),
+                                 researcher=self.researcher, epsilon=float(epsilon), reference=reference)
+        return {"value": left}
+
+    def close(self) -> None:
+        for handle in self._locks.values():
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+        self._locks = {}

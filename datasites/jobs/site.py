@@ -1,0 +1,101 @@
+"""The hospital as a vetted job sees it: ask to spend epsilon, read and write the study's state.
+
+Inside the isolated worker a job cannot touch the site's files. Everything it needs from
+the hospital goes through a :class:`Hospital`: the datasite checks each request and does
+the writing (the ledger debit, the study's accountant and local layers, a signature), and
+refuses what its rules forbid. Run on a laptop (a dry run on a mock, a lab experiment) a
+job gets a :class:`LocalHospital`: state in memory, no budget, nothing signed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from abc import ABC, abstractmethod
+from typing import Any
+
+__all__ = ["Refused", "Hospital", "LocalHospital", "hospital", "use_hospital"]
+
+_DOC = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+
+
+class Refused(PermissionError):
+    """The hospital's rules refuse this job; the message says why and what to do."""
+
+
+class Hospital(ABC):
+    """What a vetted job may ask of the hospital it runs at."""
+
+    name: str = "dry-run"
+    dry_run: bool = True
+
+    @abstractmethod
+    def debit(self, epsilon: float, *, reference: str) -> float | None:
+        """Pay ``epsilon`` from the budget of the data this job reads, before reading it;
+        returns what is left (None on a dry run). Raises :class:`Refused` if it does not fit."""
+
+    @abstractmethod
+    def load(self, study: str, name: str) -> Any | None:
+        """The study's document ``name`` (accountant, local layers, protocol state), or None."""
+
+    @abstractmethod
+    def save(self, study: str, name: str, value: Any) -> None:
+        """Replace the study's document ``name``; written by the datasite when the job succeeds."""
+
+    @abstractmethod
+    def sign(self, message: bytes) -> bytes:
+        """The hospital's Ed25519 signature of ``message`` (its HE contributions)."""
+
+    @staticmethod
+    def check_name(study: str, name: str) -> None:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$", study or "") or ".." in study:
+            raise ValueError(f"study id {study!r} must be 1-80 letters, digits, '.', '_' or '-'")
+        if not _DOC.match(name or ""):
+            raise ValueError(f"document name {name!r} must be lowercase letters, digits and '-'")
+
+
+class LocalHospital(Hospital):
+    """A hospital in memory: for dry runs on mocks and for experiments without a datasite."""
+
+    def __init__(self, name: str = "dry-run", *, dry_run: bool = True):
+        self.name, self.dry_run = name, dry_run
+        self.debits: list[tuple[float, str]] = []
+        self._docs: dict[tuple[str, str], Any] = {}
+        self._key = None
+
+    def debit(self, epsilon: float, *, reference: str) -> float | None:
+        self.debits.append((float(epsilon), reference))
+        return None
+
+    def load(self, study: str, name: str) -> Any | None:
+        self.check_name(study, name)
+        return self._docs.get((study, name))
+
+    def save(self, study: str, name: str, value: Any) -> None:
+        self.check_name(study, name)
+        self._docs[(study, name)] = value
+
+    def sign(self, message: bytes) -> bytes:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        self._key = self._key or Ed25519PrivateKey.generate()
+        return self._key.sign(message)
+
+
+_CURRENT: Hospital | None = None
+
+
+def hospital() -> Hospital:
+    """The hospital this job runs at (inside a worker), else a fresh dry-run one."""
+    return _CURRENT if _CURRENT is not None else LocalHospital()
+
+
+@contextlib.contextmanager
+def use_hospital(value: Hospital):
+    """Run jobs against ``value`` (the worker installs its channel; experiments a LocalHospital)."""
+    global _CURRENT
+    previous, _CURRENT = _CURRENT, value
+    try:
+        yield value
+    finally:
+        _CURRENT = previous

@@ -1,0 +1,86 @@
+"""Failed logins are audited and slowed down, per account and per network address.
+
+After 3 failed logins for an account (10 from one address) each further attempt must wait
+twice as long as the previous (2 s, 4 s, ... up to 15 minutes); a success resets the
+account's count. Every failure and every refusal is in the site's audit log. The HTTP app
+passes the client's address in (``client_address``); in-process logins count per account.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextvars import ContextVar
+
+__all__ = ["LoginGuard", "guard", "client_address"]
+
+client_address: ContextVar[str] = ContextVar("medsyft_client_address", default="in-process")
+ACCOUNT_FREE, ADDRESS_FREE, MAX_WAIT = 3, 10, 900.0
+
+
+class LoginGuard:
+    def __init__(self):
+        self._failures: dict[tuple[str, str], tuple[int, float]] = {}  # key -> (count, last failure)
+        self._lock = threading.Lock()
+
+    def _wait(self, key, free: int, now: float) -> float:
+        count, last = self._failures.get(key, (0, 0.0))
+        if count < free:
+            return 0.0
+        return max(0.0, last + min(MAX_WAIT, 2.0 ** (count - free + 1)) - now)
+
+    def check(self, site: str, account: str, address: str, now: float | None = None) -> float:
+        """Seconds to wait before this login may be tried (0: go ahead)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            return max(self._wait((site, "account:" + account.lower()), ACCOUNT_FREE, now),
+                       self._wait((site, "address:" + address), ADDRESS_FREE, now))
+
+    def failed(self, site: str, account: str, address: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        with self._lock:
+            for key in ((site, "account:" + account.lower()), (site, "address:" + address)):
+                count, _ = self._failures.get(key, (0, 0.0))
+                self._failures[key] = (count + 1, now)
+
+    def succeeded(self, site: str, account: str) -> None:
+        with self._lock:
+            self._failures.pop((site, "account:" + account.lower()), None)
+
+
+_GUARD = LoginGuard()
+
+
+def guard() -> LoginGuard:
+    return _GUARD
+
+
+def guarded_login(original):
+    """Wraps Syft's ``UserService.exchange_credentials``."""
+
+    def exchange_credentials(self, context):
+        from syft.types.errors import SyftException
+
+        from .registry import site_of
+
+        site = site_of(context.server.id)
+        credentials = getattr(context, "login_credentials", None)
+        account = str(getattr(credentials, "email", "") or "")
+        address = client_address.get()
+        if site is None or not account:
+            return original(self, context)
+        name = site.spec.name
+        wait = _GUARD.check(name, account, address)
+        if wait > 0:
+            site.audit().append("login-refused", account=account, address=address, wait_seconds=round(wait, 1))
+            raise SyftException(public_message=f"too many failed logins; try again in {wait:.0f} s")
+        try:
+            result = original(self, context)
+        except SyftException:
+            _GUARD.failed(name, account, address)
+            site.audit().append("login-failed", account=account, address=address)
+            raise
+        _GUARD.succeeded(name, account)
+        return result
+
+    return exchange_credentials
