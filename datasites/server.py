@@ -45,6 +45,8 @@ def open_datasite(spec: HospitalSpec, site_dir: Path):
     from syft.store.db.sqlite import SQLiteDBConfig
     from syft.types.uid import UID
 
+    from syft_policies.files import write_private
+
     _silence_syft()
     from .syft_patches import apply as patch_syft
 
@@ -57,11 +59,10 @@ def open_datasite(spec: HospitalSpec, site_dir: Path):
         key = SyftSigningKey.from_string(key_file.read_text().strip())
     else:
         uid, key = UID(), SyftSigningKey.generate()
-        key_file.write_text(str(key))
-        key_file.chmod(0o600)
-        ident.write_text(json.dumps({"uid": uid.no_dash, "name": spec.name}))
+        write_private(key_file, str(key))
+        write_private(ident, json.dumps({"uid": uid.no_dash, "name": spec.name}))
     for sub in ("db", "blob"):
-        (site_dir / sub).mkdir(exist_ok=True)
+        (site_dir / sub).mkdir(mode=0o700, exist_ok=True)
     passwords = site_passwords(spec, site_dir)
     from .isolation import prepare_site
     from syft_policies.quiet import quiet

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-__all__ = ["review_queues"]
+__all__ = ["review_queues", "approve_anyway"]
 
 
 def review_queues(network, *, irb: str, purpose: str, expires_in_days: int = 90) -> list[dict]:
@@ -35,3 +35,15 @@ def review_queues(network, *, irb: str, purpose: str, expires_in_days: int = 90)
                 decision = "denied"
             decisions.append({"site": name, "function": req.function, "risk": report.risk, "decision": decision})
     return decisions
+
+
+def approve_anyway(site, request_id: str, *, purpose: str = "teaching: what if officers err",
+                   irb: str = "IRB-LAB-1") -> None:
+    """Two people approve a request whatever its risk, as two careless officers would: the
+    site's compliance officer, then its admin as the second signature that custom code needs.
+    For labs and tests that show what stops a leak *after* a wrong approval."""
+    from syft_policies import SitePolicy, approve_request
+
+    for client in (site.officer(), site.admin()):
+        approve_request(client, request_id, audit=site.audit(), governance=site.governance(), purpose=purpose,
+                        irb=irb, accept_high_risk=True, site_policy=SitePolicy.for_site(site.spec))

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .files import private_file, write_private
+
 __all__ = ["AuditLog", "Verification", "AUDIT_FILE"]
 
 AUDIT_FILE = "audit.jsonl"
@@ -49,7 +51,7 @@ class AuditLog:
 
     @contextmanager
     def _locked(self):
-        with open(self.path.with_suffix(".lock"), "w") as lock:
+        with open(private_file(self.path.with_suffix(".lock")), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -68,13 +70,11 @@ class AuditLog:
             count, last = self._head()
             record = {"seq": count + 1, "at": round(time.time(), 3), "event": event, **fields, "prev": last}
             record["hash"] = _hash(record)
-            with open(self.path, "a") as fh:
+            with open(private_file(self.path), "a") as fh:
                 fh.write(json.dumps(record, sort_keys=True, default=str) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-            tmp = self.head.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"entries": record["seq"], "hash": record["hash"]}))
-            os.replace(tmp, self.head)
+            write_private(self.head, json.dumps({"entries": record["seq"], "hash": record["hash"]}))
         return record
 
     def entries(self) -> list[dict]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -69,10 +68,10 @@ class GovernanceStore:
         return json.loads(self.path.read_text()) if self.path.exists() else {}
 
     def _save(self, data: dict) -> None:
+        from .files import write_private
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, self.path)
+        write_private(self.path, json.dumps(data, indent=1))
 
     def get(self, request: str) -> Approval | None:
         record = self._load().get(request)

@@ -34,8 +34,9 @@ class BudgetExceeded(Refused):
 
 class BudgetLedger:
     def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        from .files import private_file
+
+        self.path = private_file(Path(path))
         with closing(self._connect()) as db, db:
             db.executescript(_SCHEMA)
 

@@ -6,7 +6,8 @@ policy's shipped source, so a researcher cannot change the rules by editing the 
 
 An output is row-level data, and blocked, when it is or holds:
 
-- a table (pandas DataFrame / Series / Index);
+- a table (pandas DataFrame / Series / Index), or any other object an isolated worker
+  could not send back as plain data (it arrives as a ``Withheld`` marker);
 - an array, list or dict with more than ``max_rows`` entries along one axis (model weights
   are smaller: the LSTM's largest matrix has 128 rows);
 - a string or bytes longer than ``max_text`` (an export: CSV, JSON, a pickle), unless the
@@ -146,6 +147,10 @@ def find_row_level_data(value: Any, *, max_rows: int = 256, max_text: int = 512,
     def walk(v, path):
         where = path or "the output"
         kind = type(v).__name__
+        if kind == "Withheld":  # what an isolated worker could not send as data (datasites.jobs.wire)
+            kind = str(getattr(v, "kind", "object"))
+            if kind not in ("DataFrame", "Series", "Index"):
+                return f"{where} is a {kind} object, not data that may leave a site"
         if kind in ("DataFrame", "Series", "Index"):
             return f"{where} is a table ({kind})"
         shape = getattr(v, "shape", None)

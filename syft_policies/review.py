@@ -194,7 +194,7 @@ def approve_request(client, request_id: str, *, ledger=None, audit=None, governa
         if cost is None:
             raise ReviewError("the request's study plan has incomplete DP parameters; deny it with a reason")
         try:
-            ledger.check(info.plan.get("dataset", ""), cost)
+            ledger.check(info.plan.get("dataset", ""), cost, researcher=info.researcher or "*")
         except BudgetExceeded as exc:
             raise ReviewError(f"cannot approve {info.function}: {exc}") from exc
     approval = None

@@ -50,15 +50,31 @@ def test_roles_and_no_default_password(site):
     assert "info@openmined.org" not in roles
     with quiet(), pytest.raises(Exception):
         site.login("info@openmined.org", "changethis")
-    secrets = site.site_dir / "secrets.json"
-    assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
+    from datasites.credentials import credentials_file
+
+    secrets = credentials_file(site.site_dir)
+    assert site.site_dir not in secrets.parents  # generated passwords live beside the site's tree
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o600 and stat.S_IMODE(secrets.parent.stat().st_mode) == 0o700
     assert "changethis" not in secrets.read_text()
+    assert not (site.site_dir / "secrets.json").exists()
+
+
+def test_site_files_are_private_to_the_site(site):
+    assert stat.S_IMODE(site.site_dir.stat().st_mode) == 0o700
+    for path in site.site_dir.rglob("*"):
+        if path.is_symlink():
+            continue
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), f"{path.relative_to(site.site_dir)}: {oct(mode)}"
 
 
 def _summary(assets):
+    from syft_policies.release import ReleasePolicy
+
     with quiet():
-        @sy.syft_function_single_use(patients=assets["patients"], encounters=assets["encounters"],
-                                     conditions=assets["conditions"])
+        @sy.syft_function(input_policy=sy.ExactMatch(patients=assets["patients"], encounters=assets["encounters"],
+                                                     conditions=assets["conditions"]),
+                          output_policy=ReleasePolicy(limit=1))
         def sepsis_summary_t(patients, encounters, conditions):
             from datasites.jobs.summary import cohort_summary
             return cohort_summary(patients, encounters, conditions, min_cell=10)

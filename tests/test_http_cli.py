@@ -96,7 +96,8 @@ def test_http_sites_review_cli_and_restart(http_site):
     assert "pending" not in _cli("review", "list", "--site", spec.name, env=env).replace("no pending", "")
     audit = _cli("audit", "show", "--site", spec.name, env=env)
     assert "approved" in audit and "denied" in audit and "row-level output" in audit and "IRB-2026-9" in audit
-    assert "intact: 6 entries" in _cli("audit", "verify", "--site", spec.name, env=env)
+    assert "executed" in audit and "outcome=released" in audit and "template=cohort_summary" in audit
+    assert "intact: 7 entries" in _cli("audit", "verify", "--site", spec.name, env=env)
 
     assert "stopped" in _cli("sites", "down", env=env)
     assert site_status(spec, home)["state"] == "stopped"

@@ -13,6 +13,7 @@ import numpy as np
 from syft.service.policy.policy import OutputPolicyExecuteOnce
 
 from syft_policies.quiet import quiet
+from scratchnet import approve_anyway
 from scratchnet.exfiltration import ATTEMPTS, RETURNS_DATA, SUPPRESSED
 from federation import fetch_result, remaining_budget, submit_request
 from syft_policies import ReviewError, approve_request, list_requests, review_code
@@ -53,7 +54,7 @@ def test_every_approved_attempt_that_returns_data_is_stopped_at_execution(site):
     for req in list_requests(officer, status="pending"):
         if req.function.startswith("x_"):
             assert review_code(req.code).risk == "high"
-            approve_request(officer, req.id)  # the reviewer errs; the release policy still holds
+            approve_anyway(site, req.id)  # two officers err; the release policy still holds
     leaked = []
     for name in RETURNS_DATA:
         try:
@@ -101,8 +102,9 @@ def test_an_expired_approval_stops_any_code_not_only_vetted_jobs(site):
     officer = site.officer()
     (req,) = [r for r in list_requests(officer, status="pending") if r.function == "mean_age_expiring"]
     store = site.governance()
-    approve_request(officer, req.id, governance=store, purpose="age profile", irb="IRB-T-1",
-                    expires=(dt.date.today() + dt.timedelta(days=1)).isoformat())
+    for approver in (officer, site.admin()):  # custom code: two people sign
+        approve_request(approver, req.id, governance=store, purpose="age profile", irb="IRB-T-1",
+                        expires=(dt.date.today() + dt.timedelta(days=1)).isoformat())
     assert fetch_result(ds, "mean_age_expiring", cohort=assets["sepsis_cohort"])["mean_age"] > 0
     record = store.get(req.id)
     record.expires = (dt.date.today() - dt.timedelta(days=1)).isoformat()  # time passes
@@ -133,11 +135,15 @@ def test_researcher_reads_the_budget_left_without_any_approval(site):
 
 
 def test_parallel_executions_through_syft_never_spend_more_than_the_budget(site):
-    """8 researcher sessions fire an approved DP query at once; the budget covers 5."""
+    """8 researcher sessions fire an approved DP query at once; this researcher's cap covers 5."""
     ds = site.researcher()
     cohort = _assets(ds, site)["sepsis_cohort"]
-    plan = {"study": "parallel", "dataset": "parallel-test", "epsilon": 1.0}
-    site.ledger().set_budget("parallel-test", 5.0)
+    dataset, email = site.spec.dataset_name, site.spec.researchers[0].email
+    plan = {"study": "parallel", "dataset": dataset, "epsilon": 1.0}
+    ledger = site.ledger()
+    mine = sum(d["epsilon"] for d in ledger.history(dataset) if d["researcher"] == email)
+    ledger.set_budget(dataset, ledger.spent(dataset) + 100.0)  # the site has plenty...
+    ledger.set_budget(dataset, mine + 5.0, researcher=email)  # ...but this researcher may spend 5 more
 
     def noisy_prevalence(cohort, plan):
         from datasites.jobs.analytics import dp_prevalence
@@ -173,6 +179,6 @@ def test_parallel_executions_through_syft_never_spend_more_than_the_budget(site)
     refused = [o for o in outcomes if isinstance(o, Exception)]
     assert len(ran) == 5 and len(refused) == 3, outcomes
     assert all("privacy budget is left" in str(e) for e in refused), refused  # the reason, not a generic error
-    assert site.ledger().spent("parallel-test") == pytest.approx(5.0)
-    assert site.ledger().remaining("parallel-test") == pytest.approx(0.0)
+    assert ledger.remaining(dataset, researcher=email) == pytest.approx(0.0, abs=1e-9)  # debited in their name
+    assert sum(d["epsilon"] for d in ledger.history(dataset) if d["researcher"] == email) == pytest.approx(mine + 5)
     assert all(o["patients"] is None or o["patients"] > 0 for o in ran)

@@ -34,12 +34,11 @@ class AttemptRefused(PermissionError):
 
 class ExecutionStore:
     def __init__(self, path: Path):
-        self.path = Path(path)
-        new = not self.path.exists()
+        from syft_policies.files import private_file
+
+        self.path = private_file(Path(path))
         with closing(self._connect()) as db:
             db.executescript(_SCHEMA)
-        if new:
-            self.path.chmod(0o600)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=60, isolation_level=None)

@@ -112,7 +112,7 @@ class Execution:
         self.admin = context.role == ServiceRole.ADMIN
         root = context.server.verify_key
         try:
-            self.researcher = str(context.server.services.user.get_by_verify_key(context.credentials).email)
+            self.researcher = str(context.server.services.user.get_by_verify_key(context.credentials).unwrap().email)
         except Exception:  # noqa: BLE001 - an unknown key is recorded as such
             self.researcher = "unknown"
         requests = context.server.services.request.stash.get_by_usercode_id(root, code_item.id).unwrap()
@@ -233,13 +233,13 @@ class Execution:
                       "staff can read the details in the site's log")
 
     def _log_detail(self, outcome) -> None:
-        path = Path(self.site.site_dir) / ERROR_LOG
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        from syft_policies.files import private_file
+
+        path = private_file(Path(self.site.site_dir) / ERROR_LOG)
         with open(path, "a") as fh:
             fh.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} error {self.error_id} request {self.request} "
                      f"code {self.code_id} by {self.researcher}: {outcome.kind} {outcome.status}\n"
                      f"{outcome.detail}\n")
-        path.chmod(0o600)
 
     # -- 3. the record -------------------------------------------------------------------------
     def record(self, error: str | None) -> None:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import fcntl
 import math
-import os
 from pathlib import Path
+
+from syft_policies.files import private_file, write_private
 
 from ..jobs import wire
 from ..jobs.site import Hospital
@@ -43,20 +44,14 @@ class StudyStore:
     def save(self, study: str, name: str, value) -> None:
         path = self.path(study, name)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(wire.dumps(value))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_private(path, wire.dumps(value))
 
     def lock(self, study: str):
         """An exclusive lock on the study (held by one execution at a time)."""
         Hospital.check_name(study, "state")
         directory = self.root / study
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        handle = open(directory / ".lock", "w")
+        handle = open(private_file(directory / ".lock"), "w")
         fcntl.flock(handle, fcntl.LOCK_EX)
         return handle
 
