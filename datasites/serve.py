@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from .isolation import harden
+from .logins import client_address
 from .provision import provision
 from .server import LOOPBACK, open_datasite
 from .spec import load_spec
@@ -34,6 +35,15 @@ def main(argv: list[str] | None = None) -> None:
     provision(server, spec, site_dir)
     harden(site_dir)
     app = FastAPI(title=spec.name)
+
+    @app.middleware("http")
+    async def remember_client(request, call_next):  # logins are slowed down per address too
+        token = client_address.set(request.client.host if request.client else "unknown")
+        try:
+            return await call_next(request)
+        finally:
+            client_address.reset(token)
+
     router = APIRouter()
     router.include_router(make_routes(worker=server))
     app.include_router(router, prefix="/api/v2")

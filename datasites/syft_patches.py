@@ -59,6 +59,7 @@ def _isolate_execution() -> None:
 def _only_site_policies() -> None:
     import inspect
 
+    import syft.service.code.user_code as user_code
     import syft.service.policy.policy as policy
     from syft.types.errors import SyftException
 
@@ -85,6 +86,7 @@ def _only_site_policies() -> None:
         return execute_policy_code
 
     _replace([policy], "execute_policy_code", make)
+    _replace([policy, user_code], "load_policy_code", lambda _: policy.execute_policy_code)
 
 
 def _no_actions_on_store_objects() -> None:
@@ -94,12 +96,14 @@ def _no_actions_on_store_objects() -> None:
     from syft.types.errors import SyftException
 
     def make(execute):
-        def guarded(self, context, action):
-            if context.role not in (ServiceRole.ADMIN, ServiceRole.DATA_OWNER) \
-                    and action.action_type != ActionType.SYFTFUNCTION:
+        def guarded(self, *args, **kwargs):
+            context = kwargs.get("context", args[0] if args else None)
+            action = kwargs.get("action", args[1] if len(args) > 1 else None)
+            if getattr(context, "role", None) not in (ServiceRole.ADMIN, ServiceRole.DATA_OWNER) \
+                    and getattr(action, "action_type", None) != ActionType.SYFTFUNCTION:
                 raise SyftException(public_message="researchers run approved code here, not actions on "
                                                    "stored objects")
-            return execute(self, context, action)
+            return execute(self, *args, **kwargs)
         return guarded
 
     _replace([ActionService], "execute", make)

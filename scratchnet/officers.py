@@ -45,5 +45,8 @@ def approve_anyway(site, request_id: str, *, purpose: str = "teaching: what if o
     from syft_policies import SitePolicy, approve_request
 
     for client in (site.officer(), site.admin()):
-        approve_request(client, request_id, audit=site.audit(), governance=site.governance(), purpose=purpose,
-                        irb=irb, accept_high_risk=True, site_policy=SitePolicy.for_site(site.spec))
+        info = approve_request(client, request_id, audit=site.audit(), governance=site.governance(),
+                               purpose=purpose, irb=irb, accept_high_risk=True,
+                               site_policy=SitePolicy.for_site(site.spec))
+        if info.status == "approved":  # a template needs one signature, custom code two
+            return

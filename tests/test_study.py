@@ -65,8 +65,8 @@ def _independent_epsilon(plan: StudyPlan, rounds: int) -> float:
 def _site_state(network, site: str, study: str) -> dict:
     from datasites.isolation.mediator import StudyStore
 
-    home, _ = network
-    return StudyStore(home / site).load(study, "state")
+    home, sites = network
+    return StudyStore(home / site, sites[site].spec.researchers[0].email).load(study, "state")
 
 
 def test_epsilon_matches_an_independent_accountant_and_rounds_are_capped(network, tmp_path):

@@ -6,7 +6,8 @@ A worker never writes the site's files. It asks; the :class:`Mediator` checks an
   the execution actually reads (found from its inputs, never from the plan), in the
   requesting researcher's name, so per-researcher caps hold; refused when it does not fit;
 - ``load`` / ``save`` of a study document (accountant, local layers, secure-aggregation
-  state) under ``<site>/jobs/<study>/``, locked for the whole execution;
+  state), kept per researcher under ``<site>/jobs/<researcher>/<study>/`` and locked for
+  the whole execution, so one researcher's plan cannot name another's study;
 - ``sign(message)`` with the site's HE signing key.
 
 Documents and signatures are for the site's own templates only: custom code gets a
@@ -16,6 +17,7 @@ refusal, so it can neither read nor rewind another study's accountant.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import math
 from pathlib import Path
 
@@ -28,10 +30,11 @@ __all__ = ["Mediator", "StudyStore"]
 
 
 class StudyStore:
-    """A site's per-study documents (``<site>/jobs/<study>/<name>.bin``, wire format, mode 0600)."""
+    """One researcher's study documents at a site (``<site>/jobs/<owner>/<study>/<name>.bin``,
+    wire format, mode 0600; ``<owner>`` is a hash of the researcher's e-mail)."""
 
-    def __init__(self, site_dir: Path):
-        self.root = Path(site_dir) / "jobs"
+    def __init__(self, site_dir: Path, owner: str):
+        self.root = Path(site_dir) / "jobs" / hashlib.sha256(owner.lower().encode()).hexdigest()[:16]
 
     def path(self, study: str, name: str) -> Path:
         Hospital.check_name(study, name)
@@ -62,7 +65,7 @@ class Mediator:
     def __init__(self, site, *, researcher: str, datasets: tuple[str, ...], request: str, trusted: bool):
         self.site, self.researcher, self.datasets = site, researcher, datasets
         self.request, self.trusted = request, trusted
-        self.store = StudyStore(site.site_dir)
+        self.store = StudyStore(site.site_dir, researcher)
         self.debited = 0.0
         self.refusal: str | None = None  # the site's own last refusal, safe to show the researcher
         self._locks: dict[str, object] = {}

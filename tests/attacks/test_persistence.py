@@ -1,0 +1,75 @@
+"""Attack: leave something behind that changes a later execution (a vetted job, a file, a process)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from syft_policies.templates import medsyft_evaluate
+
+
+def plant(cohort):
+    """Monkeypatch the vetted evaluation, poison numpy, drop files, start a lingering process."""
+    import os
+
+    import numpy
+
+    import datasites.jobs.evaluation as evaluation
+
+    evaluation.site_metrics = lambda *a, **k: {"leak": "every score"}
+    evaluation.auroc = lambda *a, **k: 0.0
+    numpy.mean = lambda *a, **k: 42.0
+    with open("/tmp/planted", "w") as fh:
+        fh.write("from the attacker")
+    if os.fork() == 0:  # a daemon that outlives this execution and waits for the next one
+        os.setsid()
+        if os.fork() == 0:
+            import time
+            time.sleep(120)
+        os._exit(0)
+    return {"planted": True}
+
+
+def look_around(cohort):
+    """A later execution: is anything left?"""
+    import os
+
+    import numpy
+
+    import datasites.jobs.evaluation as evaluation
+
+    mine = os.getpid()
+    return {"planted file": os.path.exists("/tmp/planted"), "numpy.mean": float(numpy.mean([1.0, 3.0])),
+            "patched": evaluation.site_metrics.__name__ != "site_metrics",
+            "processes": sorted(int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, mine))}
+
+
+def test_nothing_one_execution_does_reaches_the_next(attacker):
+    assert attacker.attack(plant) == ("released", {"planted": True})
+    outcome, seen = attacker.attack(look_around)
+    assert outcome == "released"
+    assert seen["planted file"] is False and seen["numpy.mean"] == 2.0 and seen["patched"] is False
+    assert len(seen["processes"]) <= 1  # the worker that forked this execution, nothing else
+
+
+def test_a_vetted_job_after_an_attack_gives_its_normal_answer(attacker):
+    from datasites.jobs.models import build_model, get_weights
+    from federation import StudyPlan
+
+    attacker.attack(plant)
+    plan = StudyPlan(study="after-attack", sites=["lyon-chu"], model="mlp", rounds=1, epsilon=1.0).job_plan()
+    weights = get_weights(build_model("mlp", seed=0))
+    attacker.submit(medsyft_evaluate, plan=plan)
+    outcome, reply = attacker.run(medsyft_evaluate, weights=weights)
+    assert outcome == "released" and "leak" not in reply
+    assert 0 < reply["auroc"] < 1 and reply["n"] > 10
+    # the same answer the vetted job gives here, outside any datasite
+    from datasites.cohort_asset import cohort_frame
+    from datasites.data import private_dir
+    from datasites.jobs.evaluation import evaluate
+    from synthetic_data import load_synthea
+
+    site = attacker.site
+    frame = cohort_frame(load_synthea(private_dir(site.site_dir.parent, site.spec.name)), site_uid="x")
+    expected = evaluate(frame, weights, plan)
+    assert reply["auroc"] == expected["auroc"] and reply["n"] == expected["n"]
+    assert np.isclose(reply["brier"], expected["brier"])
