@@ -3,8 +3,9 @@
 An attempt is recorded *before* the code runs, so a crash leaves it counted (it reads
 ``interrupted`` after a restart). Released, blocked, failed, refused and timed-out
 attempts all count against the request's execution limit; after two failed or blocked
-attempts in a row, each further one must wait twice as long as the last (2 s, 4 s, ...
-up to an hour), so a researcher cannot probe the release policy or the error path in a loop.
+attempts in a row, each further one must wait twice as long as the last (5 s, 10 s, 20 s
+... up to an hour), so a researcher cannot probe the release policy or the error path in
+a loop.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = ["ExecutionStore", "AttemptRefused", "EXECUTIONS_FILE", "FAILED"]
 EXECUTIONS_FILE = "executions.sqlite"
 FAILED = ("blocked", "error", "timeout", "limit", "refused", "crashed", "interrupted")
 FREE_FAILURES = 2
+FIRST_WAIT = 5.0
 MAX_WAIT = 3600.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS attempts (id INTEGER PRIMARY KEY AUTOINCREMENT, code TEXT NOT NULL,
@@ -68,7 +70,7 @@ class ExecutionStore:
                         break
                     failures += 1
                 if failures >= FREE_FAILURES:
-                    wait = min(MAX_WAIT, 2.0 ** (failures - FREE_FAILURES + 1))
+                    wait = min(MAX_WAIT, FIRST_WAIT * 2.0 ** (failures - FREE_FAILURES))
                     ready = rows[-1][1] + wait
                     if now < ready:
                         raise AttemptRefused(f"{failures} blocked or failed attempts in a row; try again in "
