@@ -1,13 +1,15 @@
 # medsyft: two set-up commands.  `make demo` runs the main job, `make test` the suite.
 # Both create .venv if missing and install the pinned set (constraints.txt); the
-# install step is skipped while .venv/.installed is newer than the pins.
+# install step is skipped while .venv/.installed is newer than the pins. Researcher code
+# runs in bubblewrap sandboxes: as root the system package is installed here, otherwise
+# the command to run is printed.
 PY      ?= python3.11
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 ARGS    ?=
 
-.PHONY: demo test lab install clean-home help
+.PHONY: demo test lab install system clean-home help
 help:
 	@echo "make demo   - three simulated hospitals, the approval loop, a summary"
 	@echo "make test   - the whole test suite (notebooks included)"
@@ -21,12 +23,26 @@ $(STAMP): $(BIN)/python constraints.txt pyproject.toml
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
-install: $(STAMP)
+# Isolation needs Debian's bubblewrap (and libseccomp2, part of a base system).
+system:
+	@if ! command -v bwrap >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing bubblewrap (isolated execution of researcher code)"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null || \
+			{ apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; }; \
+		else \
+			echo "medsyft runs researcher code only in bubblewrap sandboxes; install it with:"; \
+			echo "    sudo apt-get install -y bubblewrap"; \
+			exit 1; \
+		fi; \
+	fi
 
-demo: $(STAMP)
+install: system $(STAMP)
+
+demo: system $(STAMP)
 	$(BIN)/medsyft demo $(ARGS)
 
-test: $(STAMP)
+test: system $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
 
 lab: $(STAMP)

@@ -13,7 +13,10 @@ Prints
   4. the aggregation step alone: secure sum / plain numpy sum, for 3 and 12 sites;
   5. HE analytics time / plaintext time: each site's counts, sums, histogram and 2x2
      tables encrypted (CKKS), added by two regional and one global aggregator, decrypted
-     by the key custodian; against the same statistics summed in the clear.
+     by the key custodian; against the same statistics summed in the clear;
+  6. isolation: a vetted job run in a sandboxed worker (bubblewrap + seccomp, a fresh
+     forked process, inputs and reply over a socket) / the same job called in-process,
+     and the seconds it adds per call.
 """
 
 from __future__ import annotations
@@ -32,18 +35,11 @@ def _frames(home: Path, specs, n_patients: int) -> dict[str, pd.DataFrame]:
     from datasites import ensure_site_data
     from datasites.cohort_asset import cohort_frame
     from datasites.data import private_dir
-    from datasites.jobstate import LEDGER_FILE, register_site
-    from syft_policies.ledger import BudgetLedger
     from synthetic_data import load_synthea
 
     ensure_site_data(specs, home, n_patients=n_patients, seed=5)
-    frames = {}
-    for spec in specs:
-        uid = f"bench-{spec.name}"
-        register_site(uid, home / "direct" / spec.name)
-        BudgetLedger(home / "direct" / spec.name / LEDGER_FILE).set_budget("icu-sepsis", 1e6)
-        frames[spec.name] = cohort_frame(load_synthea(private_dir(home, spec.name)), site_uid=uid)
-    return frames
+    return {spec.name: cohort_frame(load_synthea(private_dir(home, spec.name)), site_uid=f"bench-{spec.name}")
+            for spec in specs}
 
 
 def dp_overhead(frames, epochs: int) -> dict[str, float]:
@@ -80,18 +76,25 @@ def _secure_fedavg(results: dict, round_no: int) -> dict:
 
 
 def _direct_rounds(frames, plan, rounds: int, *, secure: bool = False) -> float:
+    """The vetted jobs called in this process, each site a LocalHospital keeping its accountant."""
     from datasites.jobs.evaluation import evaluate
     from datasites.jobs.models import build_model, get_weights
+    from datasites.jobs.site import LocalHospital, use_hospital
     from datasites.jobs.training import dp_train
 
     job, strategy = plan.job_plan(), plan.make_strategy()
     weights = get_weights(build_model(plan.model, seed=plan.seed))
+    hospitals = {n: LocalHospital(n, dry_run=False) for n in frames}
     t = time.perf_counter()
     for r in range(rounds):
-        results = {n: dp_train(f, weights, job) for n, f in frames.items()}
+        results = {}
+        for n, f in frames.items():
+            with use_hospital(hospitals[n]):
+                results[n] = dp_train(f, weights, job)
         weights = _secure_fedavg(results, r) if secure else strategy.aggregate(weights, results)
-        for f in frames.values():
-            evaluate(f, weights, job)
+        for n, f in frames.items():
+            with use_hospital(hospitals[n]):
+                evaluate(f, weights, job)
     return time.perf_counter() - t
 
 
@@ -132,8 +135,6 @@ def syft_overhead(home: Path, specs, frames, rounds: int) -> float:
 
 
 def scaling(frames, counts=(3, 6, 12), secure_counts=(3, 12)) -> dict[int, float]:
-    from datasites.jobstate import LEDGER_FILE, register_site
-    from syft_policies.ledger import BudgetLedger
     from federation import StudyPlan
 
     base = list(frames.values())
@@ -143,12 +144,7 @@ def scaling(frames, counts=(3, 6, 12), secure_counts=(3, 12)) -> dict[int, float
         for secure in runs:
             sites = {}
             for i in range(k):  # k hospitals, each a copy of one of the three cohorts
-                frame = base[i % len(base)].copy()
-                frame["site_uid"] = uid = f"bench-scale-{k}-{i}-{secure}"
-                directory = Path(tempfile.mkdtemp(prefix="medsyft-bench-"))
-                register_site(uid, directory)
-                BudgetLedger(directory / LEDGER_FILE).set_budget("icu-sepsis", 1e6)
-                sites[f"site-{i:02d}"] = frame
+                sites[f"site-{i:02d}"] = base[i % len(base)]
             runs[secure] = _direct_rounds(sites, StudyPlan(study=f"bench-scale-{k}-{secure}", sites=list(sites),
                                                            rounds=1, epsilon=6.0), 1, secure=secure)
         out[k] = runs[False]
@@ -229,6 +225,47 @@ def he_overhead(frames, counts=(3, 12), repeats: int = 3) -> dict[int, float]:
     return out
 
 
+def isolation_overhead(frames, repeats: int = 8) -> dict[str, float]:
+    """Seconds a sandboxed execution adds to a vetted job, against the same call in-process."""
+    from datasites.isolation import Limits, pool
+    from datasites.jobs.models import build_model, get_weights
+    from datasites.jobs.site import LocalHospital, use_hospital
+    from federation import StudyPlan
+    from syft_policies.templates import TEMPLATES
+
+    frame = next(iter(frames.values()))
+    plan = StudyPlan(study="bench-isolation", sites=["x"], model="lstm", rounds=100, epsilon=50.0).job_plan()
+    weights = get_weights(build_model("lstm", seed=0))
+    calls = {"dp_prevalence": {"cohort": frame, "plan": {"study": "bench", "dataset": "icu-sepsis", "epsilon": 1.0}},
+             "evaluate": {"cohort": frame, "plan": plan, "weights": weights},
+             "train": {"cohort": frame, "plan": plan, "weights": weights}}
+
+    def handle(op, message):  # a fresh study each call, so both sides do identical work
+        return {"value": None}
+
+    workers = pool()
+    out = {}
+    for name, kwargs in calls.items():
+        template = TEMPLATES[name]
+        job = {"source": template.source, "function": template.function.__name__, "kwargs": kwargs, "site": "bench"}
+        workers.run(job, limits=Limits(), handle=handle)  # a warm worker, as on a serving datasite
+        isolated, local = [], []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            outcome = workers.run(job, limits=Limits(), handle=handle)
+            isolated.append(time.perf_counter() - t)
+            assert outcome.kind == "result", outcome
+            with use_hospital(LocalHospital("bench", dry_run=False)):
+                t = time.perf_counter()
+                template.function(**kwargs)
+                local.append(time.perf_counter() - t)
+        iso, loc = float(np.median(isolated)), float(np.median(local))
+        out[name] = iso - loc
+        print(f"  {name:<14} isolated {iso * 1000:7.1f} ms  in-process {loc * 1000:7.1f} ms  "
+              f"+{(iso - loc) * 1000:6.1f} ms per call  ratio {iso / loc:5.2f}x")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--patients", type=int, default=2000)
@@ -256,6 +293,8 @@ def main() -> None:
         secagg_alone()
         print("5. HE analytics (TenSEAL CKKS, two regions) / plaintext statistics")
         he_overhead(frames)
+        print("6. isolated worker (bubblewrap + seccomp, fresh fork per call) / in-process, median of 8")
+        isolation_overhead(frames)
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
