@@ -231,6 +231,7 @@ def isolation_overhead(frames, repeats: int = 8) -> dict[str, float]:
     from datasites.jobs.models import build_model, get_weights
     from datasites.jobs.site import LocalHospital, use_hospital
     from federation import StudyPlan
+    from privacy.accounting import epsilon_spent
     from syft_policies.templates import TEMPLATES
 
     frame = next(iter(frames.values()))
@@ -255,6 +256,7 @@ def isolation_overhead(frames, repeats: int = 8) -> dict[str, float]:
             outcome = workers.run(job, limits=Limits(), handle=handle)
             isolated.append(time.perf_counter() - t)
             assert outcome.kind == "result", outcome
+            epsilon_spent.cache_clear()  # each worker starts without this process's cache
             with use_hospital(LocalHospital("bench", dry_run=False)):
                 t = time.perf_counter()
                 template.function(**kwargs)

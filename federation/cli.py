@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 from pathlib import Path
 from typing import Optional
@@ -29,8 +30,12 @@ class _Commands(typer.Typer):
             def wrapped(*a, **k):
                 try:
                     return fn(*a, **k)
-                except (typer.Exit, typer.Abort, typer.BadParameter, KeyboardInterrupt):
+                except (typer.Exit, typer.Abort, KeyboardInterrupt):
                     raise
+                except typer.BadParameter as exc:  # a usage problem found while running: one line too
+                    hint = f" ({exc.param_hint})" if exc.param_hint else ""
+                    typer.echo(f"error{hint}: {_one_line(exc)}", err=True)
+                    raise typer.Exit(2) from None
                 except Exception as exc:  # noqa: BLE001 - the CLI's one place to turn failures into a line
                     if os.environ.get("MEDSYFT_DEBUG"):
                         raise
@@ -202,11 +207,7 @@ def sites_status(home: Path = HomeOpt, site: Optional[list[str]] = SiteOpt):
 def _officer(name: str, home: Path):
     from datasites import connect
 
-    spec = _one(name)
-    try:
-        return connect(spec, home).officer()
-    except RuntimeError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--site")
+    return connect(_one(name), home).officer()
 
 
 @review_app.command("list")
@@ -275,7 +276,7 @@ def review_approve(request_id: str, site: str = typer.Option(..., "--site", "-s"
                                purpose=purpose, irb=irb, dua=dua, expires=expires, two_person=two_person,
                                accept_high_risk=accept_high_risk, site_policy=SitePolicy.for_site(spec))
     except ReviewError as exc:
-        raise typer.BadParameter(str(exc), param_hint="REQUEST_ID")
+        raise typer.BadParameter(str(exc), param_hint="REQUEST_ID") from None
     typer.echo(f"{'approved' if info.status == 'approved' else 'first approval recorded, a second officer must approve'}"
                f" {info.id[:8]} ({info.function})")
 
@@ -290,7 +291,7 @@ def review_deny(request_id: str, site: str = typer.Option(..., "--site", "-s"),
     try:
         info = deny_request(_officer(site, home), request_id, reason=reason, audit=_audit(site, home))
     except ReviewError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--reason")
+        raise typer.BadParameter(str(exc), param_hint="--reason") from None
     typer.echo(f"denied {info.id[:8]} ({info.function}): {info.reason}")
 
 
@@ -311,8 +312,8 @@ def budget_show(site: str = typer.Option(..., "--site", "-s"), home: Path = Home
 def budget_set(epsilon: float, site: str = typer.Option(..., "--site", "-s"), home: Path = HomeOpt):
     """Set the dataset's total epsilon budget at this site (debits so far still count)."""
     spec, ledger = _ledger(site, home)
-    if epsilon <= 0:
-        raise typer.BadParameter("the budget must be positive", param_hint="EPSILON")
+    if not math.isfinite(epsilon) or epsilon <= 0:
+        raise typer.BadParameter("the budget must be a positive, finite number", param_hint="EPSILON")
     ledger.set_budget(spec.dataset_name, epsilon)
     typer.echo(f"{spec.name} {spec.dataset_name}: budget epsilon {epsilon:g}, "
                f"remaining {ledger.remaining(spec.dataset_name):.3f}")

@@ -38,6 +38,24 @@ def _cli(*args, env):
     return result.output
 
 
+def _cli_fails(*args, env, extra_env=None):
+    """Run ``medsyft`` expecting a failure: (exit code, everything it printed)."""
+    from typer.testing import CliRunner
+
+    from federation.cli import app
+
+    result = CliRunner().invoke(app, list(args), env={**{k: env[k] for k in ("MEDSYFT_SPECS", "MEDSYFT_HOME")},
+                                                      **(extra_env or {})})
+    assert result.exit_code != 0, f"medsyft {' '.join(args)} should have failed:\n{result.output}"
+    return result.exit_code, result.output
+
+
+def _one_line_error(output: str) -> None:
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error"), output
+    assert "Traceback" not in output
+
+
 @pytest.fixture()
 def http_site(tmp_path, network_home):
     specs_dir = tmp_path / "specs"
@@ -99,8 +117,23 @@ def test_http_sites_review_cli_and_restart(http_site):
     assert "executed" in audit and "outcome=released" in audit and "template=cohort_summary" in audit
     assert "intact: 7 entries" in _cli("audit", "verify", "--site", spec.name, env=env)
 
+    # expected failures are one line that says what to do, never a traceback or a secret
+    code, out = _cli_fails("review", "approve", "deadbeef", "--site", spec.name, "--purpose", "x", "--irb", "I", env=env)
+    _one_line_error(out)
+    assert "no request with id" in out and code == 2
+    wrong = "not-the-officers-password"
+    code, out = _cli_fails("review", "list", "--site", spec.name, env=env,
+                           extra_env={f"{spec.env_prefix}_COMPLIANCE_OFFICER_PASSWORD": wrong})
+    _one_line_error(out)
+    assert wrong not in out and "credentials" in out.lower()
+    failed = [e for e in connect(spec, home).audit().entries() if e["event"] == "login-failed"]
+    assert failed and failed[-1]["account"] == spec.compliance_officer.email
+
     assert "stopped" in _cli("sites", "down", env=env)
     assert site_status(spec, home)["state"] == "stopped"
+    code, out = _cli_fails("review", "list", "--site", spec.name, env=env)
+    _one_line_error(out)
+    assert "is not running" in out and "medsyft sites up" in out
     _cli("sites", "up", env=env)  # a fresh process on the same directory
     ds = connect(spec, home).researcher()
     assert [d.name for d in ds.datasets] == [spec.dataset_name]
@@ -113,3 +146,27 @@ def test_cli_rejects_unknown_site(http_site):
     proc = subprocess.run([*MEDSYFT, "review", "list", "--site", "nowhere"], env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode != 0 and "unknown site" in proc.stderr
+
+
+def test_a_broken_data_source_is_one_line_and_is_never_copied(tmp_path, network_home, specs):
+    """The owner points the spec at a damaged Synthea export: one line naming their folder, nothing copied;
+    once the folder is fixed the same command works, no --overwrite needed."""
+    spec = specs[0]
+    source = tmp_path / "synthea-export"
+    shutil.copytree(network_home / spec.name / "data" / "private", source)
+    (source / "conditions.csv").write_text("")
+    specs_dir = tmp_path / "specs"
+    specs_dir.mkdir()
+    for other in specs:
+        text = (SPEC_DIR / f"{other.name}.toml").read_text()
+        if other.name == spec.name:
+            text = text.replace("[dataset]\n", f'[dataset]\nsource = "{source}"\n')
+        (specs_dir / f"{other.name}.toml").write_text(text)
+    home = tmp_path / "home"
+    env = {"MEDSYFT_SPECS": str(specs_dir), "MEDSYFT_HOME": str(home)}
+    code, out = _cli_fails("data", "generate", "--patients", "600", env=env)
+    _one_line_error(out)
+    assert str(source) in out and "conditions.csv is empty" in out
+    assert not (home / spec.name / "data" / "private").exists()
+    shutil.copy(network_home / spec.name / "data" / "private" / "conditions.csv", source / "conditions.csv")
+    assert "written" in _cli("data", "generate", "--patients", "600", env=env)

@@ -36,6 +36,13 @@ def one_huge_allocation(cohort):
     return len(bytearray(64 * 2**30))
 
 
+def kill_the_worker(cohort):
+    import os
+    import signal
+    os.kill(os.getppid(), signal.SIGKILL)  # the process that forks every execution
+    os.kill(-1, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("bomb, expect", [(fork_bomb, "time limit"), (endless_loop, "time limit"),
                                           (memory_bomb, "memory, CPU or process limit"),
                                           (one_huge_allocation, "memory, CPU or process limit")])
@@ -48,7 +55,18 @@ def test_a_bomb_is_killed_and_the_site_keeps_serving(attacker, bomb, expect):
     assert took < LIMITS["wall_seconds"] + 30
     (entry,) = audited(site, attacker.names[bomb])
     assert entry["outcome"] in ("timeout", "limit")
-    # the hospital still answers, and still runs its own jobs
+    _site_still_runs_its_jobs(attacker)
+
+
+def test_killing_the_worker_only_costs_a_restart(attacker):
+    outcome, value = attacker.attack(kill_the_worker)
+    assert (outcome, value) == ("released", None) or outcome == "refused"  # it got nothing either way
+    _site_still_runs_its_jobs(attacker)
+    _site_still_runs_its_jobs(attacker)
+
+
+def _site_still_runs_its_jobs(attacker):
+    site = attacker.site
     dataset = site.spec.dataset_name
     attacker.submit(medsyft_dp_prevalence, limit=1, plan={"study": "after-bomb", "dataset": dataset, "epsilon": 0.5})
     outcome, reply = attacker.run(medsyft_dp_prevalence)
