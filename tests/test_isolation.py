@@ -124,3 +124,18 @@ def test_without_bubblewrap_the_site_refuses_to_run_code(site, monkeypatch):
         sandbox.check.cache_clear()
     assert site.ledger().spent(site.spec.dataset_name) == spent  # nothing ran, nothing was paid
     assert fetch_result(ds, "fail_closed_prevalence", cohort=cohort)["epsilon"] == 0.5  # with bwrap back, it runs
+
+
+@pytest.mark.parametrize("extra, problem", [
+    ('[policy]\ncustom_code = "sometimes"\n', "policy.custom_code"),
+    ("[isolation]\nmemory_mb = -1\n", "isolation.memory_mb"),
+    ("[isolation]\nwall_seconds = nan\n", "isolation.wall_seconds"),
+    ("[isolation]\nthreads = 4\n", "unknown key 'isolation.threads'"),
+])
+def test_site_policy_and_limits_in_the_spec_are_checked(tmp_path, extra, problem):
+    from datasites.spec import SPEC_DIR, SpecError, load_spec
+
+    text = (SPEC_DIR / "lyon-chu.toml").read_text().split("[policy]")[0] + extra
+    (tmp_path / "site.toml").write_text(text)
+    with pytest.raises(SpecError, match=problem.replace(".", r"\.")):
+        load_spec(tmp_path / "site.toml")
