@@ -19,7 +19,7 @@ import numpy as np
 
 __all__ = ["dumps", "loads", "send", "recv", "Withheld", "WireError", "MAX_MESSAGE"]
 
-MAX_MESSAGE = 256 * 2**20  # a reply, a state document or a request: 256 MiB at most
+MAX_MESSAGE = 64 * 2**20  # a reply, a state document or a request: 64 MiB at most (the datasite decodes it)
 MAX_DEPTH = 48
 DTYPES = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
           "float16", "float32", "float64"}
