@@ -1,9 +1,12 @@
 """Failed logins are audited and slowed down, per account and per network address.
 
-After 3 failed logins for an account (10 from one address) each further attempt must wait
-twice as long as the previous (2 s, 4 s, ... up to 15 minutes); a success resets the
-account's count. Every failure and every refusal is in the site's audit log. The HTTP app
-passes the client's address in (``client_address``); in-process logins count per account.
+After 3 failed logins for an account each further attempt must wait twice as long as the
+previous (2 s, 4 s, ... up to 15 minutes). An address is slowed down after 20 failures,
+up to a minute at a time, and any successful login from it resets its count: everyone
+behind one proxy (or on loopback) shares an address, so one guesser must not lock them
+all out for long. Unknown accounts and wrong passwords get the same answer. Every
+failure and every refusal is in the site's audit log. The HTTP app passes the client's
+address in (``client_address``); in-process logins count per account.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from contextvars import ContextVar
 __all__ = ["LoginGuard", "guard", "client_address"]
 
 client_address: ContextVar[str] = ContextVar("medsyft_client_address", default="in-process")
-ACCOUNT_FREE, ADDRESS_FREE, MAX_WAIT = 3, 10, 900.0
+ACCOUNT_FREE, ADDRESS_FREE = 3, 20
+ACCOUNT_MAX_WAIT, ADDRESS_MAX_WAIT = 900.0, 60.0
+FAILED = "Invalid credentials: wrong e-mail or password."
 
 
 class LoginGuard:
@@ -23,18 +28,18 @@ class LoginGuard:
         self._failures: dict[tuple[str, str], tuple[int, float]] = {}  # key -> (count, last failure)
         self._lock = threading.Lock()
 
-    def _wait(self, key, free: int, now: float) -> float:
+    def _wait(self, key, free: int, cap: float, now: float) -> float:
         count, last = self._failures.get(key, (0, 0.0))
         if count < free:
             return 0.0
-        return max(0.0, last + min(MAX_WAIT, 2.0 ** (count - free + 1)) - now)
+        return max(0.0, last + min(cap, 2.0 ** (count - free + 1)) - now)
 
     def check(self, site: str, account: str, address: str, now: float | None = None) -> float:
         """Seconds to wait before this login may be tried (0: go ahead)."""
         now = time.time() if now is None else now
         with self._lock:
-            return max(self._wait((site, "account:" + account.lower()), ACCOUNT_FREE, now),
-                       self._wait((site, "address:" + address), ADDRESS_FREE, now))
+            return max(self._wait((site, "account:" + account.lower()), ACCOUNT_FREE, ACCOUNT_MAX_WAIT, now),
+                       self._wait((site, "address:" + address), ADDRESS_FREE, ADDRESS_MAX_WAIT, now))
 
     def failed(self, site: str, account: str, address: str, now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -43,9 +48,10 @@ class LoginGuard:
                 count, _ = self._failures.get(key, (0, 0.0))
                 self._failures[key] = (count + 1, now)
 
-    def succeeded(self, site: str, account: str) -> None:
+    def succeeded(self, site: str, account: str, address: str) -> None:
         with self._lock:
             self._failures.pop((site, "account:" + account.lower()), None)
+            self._failures.pop((site, "address:" + address), None)
 
 
 _GUARD = LoginGuard()
@@ -79,8 +85,8 @@ def guarded_login(original):
         except SyftException:
             _GUARD.failed(name, account, address)
             site.audit().append("login-failed", account=account, address=address)
-            raise
-        _GUARD.succeeded(name, account)
+            raise SyftException(public_message=FAILED) from None  # the same for unknown accounts
+        _GUARD.succeeded(name, account, address)
         return result
 
     return exchange_credentials

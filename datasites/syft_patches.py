@@ -9,6 +9,12 @@
   any other submitted policy class is refused, never executed.
 - Action API: researchers may call approved code, not methods, functions or attribute
   access on objects in the store (which would run Python on private data in this process).
+- Requests: Syft lets a researcher submit a request with any list of changes, and an
+  officer's ``approve`` applies them all (read permissions on private assets, a role of
+  ADMIN). Here a researcher's request is exactly one code-status change, checked when
+  it is submitted and again when it is applied.
+- Accounts: a researcher cannot change their own e-mail or key (the ledger, the budget
+  caps and the audit log know researchers by their e-mail).
 - Logins: failed logins are audited and slowed down per account and address.
 - Speed: Syft walks every service result element by element, including ``bytes`` (each
   blob read was a Python loop over every byte); bytes and strings hold no Syft objects.
@@ -109,6 +115,73 @@ def _no_actions_on_store_objects() -> None:
     _replace([ActionService], "execute", make)
 
 
+def _is_staff(context) -> bool:
+    from syft.service.user.user_roles import ServiceRole
+
+    return getattr(context, "role", None) in (ServiceRole.ADMIN, ServiceRole.DATA_OWNER)
+
+
+def _only_code_requests() -> None:
+    from syft.service.request.request_service import RequestService
+    from syft.types.errors import SyftException
+
+    def code_only(changes) -> bool:
+        changes = list(changes or [])
+        return len(changes) == 1 and type(changes[0]).__name__ == "UserCodeStatusChange"
+
+    def make_submit(submit):
+        def guarded(self, *args, **kwargs):
+            context = kwargs.get("context", args[0] if args else None)
+            request = kwargs.get("request", args[1] if len(args) > 1 else None)
+            if not _is_staff(context) and not code_only(getattr(request, "changes", None)):
+                raise SyftException(public_message="a request asks to run one piece of code: it cannot carry "
+                                                   "other changes (permissions, roles, objects)")
+            return submit(self, *args, **kwargs)
+        return guarded
+
+    def make_apply(apply):
+        def guarded(self, *args, **kwargs):
+            from syft.service.user.user_roles import ServiceRole
+
+            context = kwargs.get("context", args[0] if args else None)
+            uid = kwargs.get("uid", args[1] if len(args) > 1 else None)
+            request = self.stash.get_by_uid(context.server.verify_key, uid).unwrap()
+            try:
+                role = context.server.services.user.get_role_for_credentials(
+                    request.requesting_user_verify_key).unwrap()
+            except Exception:  # noqa: BLE001 - an unknown requester is not staff
+                role = ServiceRole.GUEST
+            if role not in (ServiceRole.ADMIN, ServiceRole.DATA_OWNER) and not code_only(request.changes):
+                raise SyftException(public_message="this request carries changes other than running its code; "
+                                                   "it cannot be approved here (deny it)")
+            return apply(self, *args, **kwargs)
+        return guarded
+
+    _replace([RequestService], "submit", make_submit)
+    _replace([RequestService], "apply", make_apply)
+
+
+def _fixed_identities() -> None:
+    from syft.service.user.user_service import UserService
+    from syft.types.errors import SyftException
+
+    def make(update):
+        def guarded(self, *args, **kwargs):
+            context = kwargs.get("context", args[0] if args else None)
+            if not _is_staff(context):
+                values = [kwargs.get("user_update")] + [a for a in args[1:]] + [kwargs]
+                for value in values:
+                    fields = value if isinstance(value, dict) else getattr(value, "__dict__", {})
+                    for key in ("email", "verify_key"):
+                        if key in fields and type(fields[key]).__name__ != "EmptyType" and fields[key] is not None:
+                            raise SyftException(public_message="a researcher's e-mail and key are fixed by the "
+                                                               "hospital; ask its admin to change them")
+            return update(self, *args, **kwargs)
+        return guarded
+
+    _replace([UserService], "update", make)
+
+
 def _guard_logins() -> None:
     from syft.service.user.user_service import UserService
 
@@ -123,4 +196,6 @@ def apply() -> None:
     _isolate_execution()
     _only_site_policies()
     _no_actions_on_store_objects()
+    _only_code_requests()
+    _fixed_identities()
     _guard_logins()

@@ -15,6 +15,7 @@ policy and the ledger are):
     R005 returning or printing a data input   R010 not one of the site's templates (custom code)
     R011 DP parameters out of site policy     R012 planned epsilon over the remaining budget
     R013 the request's output policy is not this site's ReleasePolicy, or is weakened
+    R014 the request carries changes besides its code (permissions, roles, objects)
 """
 
 from __future__ import annotations

@@ -13,7 +13,11 @@ An output is row-level data, and blocked, when it is or holds:
 - a string or bytes longer than ``max_text`` (an export: CSV, JSON, a pickle), unless the
   bytes are a CKKS ciphertext of at most ``max_rows`` values (HE analytics; the key is
   the custodian's, see ``he.custodian``);
-- an identifier-shaped string (UUID, SSN, Synthea M-id), as a value or as a key;
+- an identifier-shaped string (UUID, SSN, Synthea M-id), as a value or as a key, or text
+  that contains one;
+- more than 8,192 characters of text in all (values and keys together), or more than
+  65,536 numbers in all, however they are nested (rows split into many small lists are
+  still rows); for custom code, which the site cannot vouch for, 2,048 and 1,024;
 - an exact copy of private values: a run of ``min_run`` or more numbers equal to
   consecutive rows of an input column, or non-integer numbers most of which are exact
   values of a continuous input column (a list of "medians" that are really patients' values).
@@ -31,18 +35,34 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["find_row_level_data", "suppress_small_cells", "remember_inputs", "current_inputs"]
+__all__ = ["find_row_level_data", "suppress_small_cells", "remember_inputs", "forget_inputs", "current_inputs"]
 
-IDENTIFIER = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-                        r"|\d{3}-\d{2}-\d{4}|M?[0-9a-f]{32})$", re.IGNORECASE)
+IDENTIFIER_INSIDE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+                               r"|(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)|(?<![0-9a-z])M?[0-9a-f]{32}(?![0-9a-z])",
+                               re.IGNORECASE)
+MAX_TOTAL_TEXT = 8192  # characters of text in one output, keys included
+MAX_TOTAL_VALUES = 65536  # numbers in one output (the LSTM's weights are about 6,600)
+# Custom code (an exact release, approved by two officers) gets a far narrower channel:
+# an aggregate table, not a model, and nothing a clever encoding could fill with rows.
+CUSTOM_TOTAL_TEXT = 2048
+CUSTOM_TOTAL_VALUES = 1024
 COUNT_KEYS = {"n", "count", "counts", "cases", "patients", "n_positive", "positives", "negatives"}
 
 _INPUTS: ContextVar[tuple] = ContextVar("medsyft_release_inputs", default=())
+_CUSTOM: ContextVar[bool] = ContextVar("medsyft_release_custom", default=False)
 
 
-def remember_inputs(kwargs: dict) -> None:
-    """Called by the datasite just before user code runs: the tables it was given."""
+def remember_inputs(kwargs: dict, *, custom: bool = True) -> None:
+    """Called by the datasite just before code runs: the tables it was given, and whether
+    it is custom code (not one of the site's templates), whose outputs get the narrow limits."""
     _INPUTS.set(tuple(v for v in kwargs.values() if type(v).__name__ == "DataFrame"))
+    _CUSTOM.set(custom)
+
+
+def forget_inputs() -> None:
+    """Called by the datasite when the execution (and its release policy) is over."""
+    _INPUTS.set(())
+    _CUSTOM.set(False)
 
 
 def current_inputs() -> tuple:
@@ -140,9 +160,38 @@ def _copies(value, frames, *, min_run: int, share: float) -> str | None:
     return None
 
 
+def _totals(value, depth: int = 0) -> tuple[int, int]:
+    """(characters of text, count of numbers) in ``value``, keys included."""
+    if depth > 64:
+        return MAX_TOTAL_TEXT + 1, 0
+    if isinstance(value, str):
+        return len(value), 0
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "OUS":
+            return sum(_totals(v, depth + 1)[0] for v in value.ravel()), 0
+        return 0, int(value.size)
+    if isinstance(value, (bool, int, float, np.number)):
+        return 0, 1
+    if isinstance(value, dict):
+        items = [*value.keys(), *value.values()]
+    elif isinstance(value, (list, tuple, set)):
+        items = list(value)
+    else:
+        return 0, 0
+    text = values = 0
+    for item in items:
+        t, v = _totals(item, depth + 1)
+        text, values = text + t, values + v
+    return text, values
+
+
 def find_row_level_data(value: Any, *, max_rows: int = 256, max_text: int = 512, frames=(),
-                        min_run: int = 8, share: float = 0.8) -> str | None:
-    """Why ``value`` must not leave the site, or None if it may."""
+                        min_run: int = 8, share: float = 0.8, custom: bool | None = None) -> str | None:
+    """Why ``value`` must not leave the site, or None if it may. ``custom`` (default: what
+    the datasite said of the running execution) applies the narrow limits of custom code."""
+    custom = _CUSTOM.get() if custom is None else custom
+    total_text, total_values = (CUSTOM_TOTAL_TEXT, CUSTOM_TOTAL_VALUES) if custom else (MAX_TOTAL_TEXT,
+                                                                                        MAX_TOTAL_VALUES)
 
     def walk(v, path):
         where = path or "the output"
@@ -161,8 +210,8 @@ def find_row_level_data(value: Any, *, max_rows: int = 256, max_text: int = 512,
                 return None  # a CKKS ciphertext of at most max_rows values: only the key holder reads it
             if len(v) > max_text:
                 return f"{where} is {len(v)} characters of text or bytes (an export; more than {max_text})"
-            if isinstance(v, str) and IDENTIFIER.match(v):
-                return f"{where} looks like a patient identifier"
+            if isinstance(v, str) and IDENTIFIER_INSIDE.search(v):
+                return f"{where} holds a patient identifier"
             return None
         if isinstance(v, (list, tuple, set, dict)) and len(v) > max_rows:
             return f"{where} holds {len(v)} items (more than {max_rows})"
@@ -174,7 +223,7 @@ def find_row_level_data(value: Any, *, max_rows: int = 256, max_text: int = 512,
         if isinstance(v, dict):
             for key, item in v.items():
                 for part in key if isinstance(key, tuple) else (key,):
-                    if isinstance(part, str) and IDENTIFIER.match(part):
+                    if isinstance(part, str) and IDENTIFIER_INSIDE.search(part):
                         return f"a key of {where} looks like a patient identifier"
                 problem = walk(item, f"{path}.{key}" if path else str(key))
                 if problem:
@@ -187,6 +236,13 @@ def find_row_level_data(value: Any, *, max_rows: int = 256, max_text: int = 512,
         return None
 
     problem = walk(value, "")
+    if problem is None:
+        text, values = _totals(value)
+        kind = "custom code's " if custom else ""
+        if text > total_text:
+            problem = f"the output holds {text} characters of text in all ({kind}limit {total_text}): rows as text"
+        elif values > total_values:
+            problem = f"the output holds {values} numbers in all ({kind}limit {total_values})"
     if problem is None and frames:
         problem = _copies(value, frames, min_run=min_run, share=share)
         if problem:
@@ -203,7 +259,8 @@ def _small_ciphertext(blob: bytes, max_rows: int) -> bool:
 
         vector = ts.lazy_ckks_vector_from(blob)
         vector.link_context(parameter_context())
-        return 0 < vector.size() <= max_rows
+        # canonical: nothing rides along in fields the parser skips
+        return 0 < vector.size() <= max_rows and vector.serialize() == blob
     except Exception:  # noqa: BLE001 - anything that does not parse is not a ciphertext
         return False
 

@@ -32,6 +32,7 @@ class RequestInfo:
     code_id: str = ""
     release: dict | None = None  # the output policy: name, whether it is this site's ReleasePolicy, settings
     inputs: dict | None = None  # how each parameter is bound: asset / constant / researcher
+    extra_changes: tuple[str, ...] = ()  # anything the request carries besides running its code
 
     def summary(self) -> str:
         return f"{self.id[:8]}  {self.status:<8}  {self.function:<28}  {self.researcher:<32}  {self.submitted}"
@@ -76,8 +77,22 @@ def _release(code) -> dict:
 def _info(request) -> RequestInfo:
     from .templates import input_kinds
 
-    code = request.code
+    changes = [type(c).__name__ for c in (getattr(request, "changes", None) or [])]
+    extra = tuple(c for c in changes if c != "UserCodeStatusChange") + (("more than one code change",)
+                                                                         if changes.count("UserCodeStatusChange") > 1
+                                                                         else ())
+    try:
+        code = request.code
+    except Exception:  # noqa: BLE001 - a request without readable code is listed, never approved
+        code = None
     status = status_name(request)
+    if type(code).__name__ != "UserCode":
+        return RequestInfo(id=str(request.id.no_dash), function="<no code>",
+                           researcher=request.requesting_user_email or "",
+                           institution=request.requesting_user_institution or "",
+                           submitted=str(request.request_time)[:19] if request.request_time else "",
+                           status=status, reason=(request.deny_reason or "") if status == "denied" else "",
+                           code="", extra_changes=extra or ("no code",))
     data, plan = _inputs(code)
     return RequestInfo(
         id=str(request.id.no_dash),
@@ -93,6 +108,7 @@ def _info(request) -> RequestInfo:
         code_id=str(code.id.no_dash),
         release=_release(code),
         inputs=input_kinds(code),
+        extra_changes=extra,
     )
 
 
@@ -174,6 +190,9 @@ def approve_request(client, request_id: str, *, ledger=None, audit=None, governa
     request = _find(client, request_id)
     _check_pending(request)
     info = _info(request)
+    if info.extra_changes:
+        raise ReviewError(f"request {info.id[:8]} carries more than its code ({', '.join(info.extra_changes)}): "
+                          "deny it")
     policy = site_policy or SitePolicy()
     report = review_code(info.code, plan=info.plan, data_params=set(info.data_params) or None,
                          release=info.release, inputs=info.inputs, site_policy=policy)
@@ -264,7 +283,15 @@ def review_request(client, request_id: str, *, site_policy=None, budget_remainin
     """The automatic review report (``syft_policies.review_code``) of a request on this site."""
     from .code_review import review_code
 
+    from .code_review import Finding
+
     info = get_request(client, request_id)
-    return review_code(info.code, site_policy=site_policy, plan=info.plan, release=info.release,
-                       data_params=set(info.data_params) or None, budget_remaining=budget_remaining,
-                       inputs=info.inputs)
+    report = review_code(info.code, site_policy=site_policy, plan=info.plan, release=info.release,
+                         data_params=set(info.data_params) or None, budget_remaining=budget_remaining,
+                         inputs=info.inputs)
+    if info.extra_changes:
+        report.findings.insert(0, Finding("R014", "high", "the request carries more than its code ("
+                                          + ", ".join(info.extra_changes) + "): approving it would apply them",
+                                          0))
+        report.risk = "high"
+    return report

@@ -182,3 +182,18 @@ def test_parallel_executions_through_syft_never_spend_more_than_the_budget(site)
     assert ledger.remaining(dataset, researcher=email) == pytest.approx(0.0, abs=1e-9)  # debited in their name
     assert sum(d["epsilon"] for d in ledger.history(dataset) if d["researcher"] == email) == pytest.approx(mine + 5)
     assert all(o["patients"] is None or o["patients"] > 0 for o in ran)
+
+
+def test_a_ciphertext_passes_only_in_its_canonical_form():
+    """Bytes over 512 pass only as a small CKKS vector, byte for byte as the library writes it:
+    nothing can ride along in fields the parser skips or after the end."""
+    import tenseal as ts
+
+    from he import KeyCustodian
+    from syft_policies.release_rules import find_row_level_data
+
+    public = ts.context_from(KeyCustodian("release-test", min_sites=2).public_context())
+    blob = ts.ckks_vector(public, [1.0, 2.0, 3.0]).serialize()
+    assert find_row_level_data({"ciphertext": blob}) is None
+    assert "characters of text or bytes" in find_row_level_data({"ciphertext": blob + b"row: Ben354 999-64-9237"})
+    assert "characters of text or bytes" in find_row_level_data({"ciphertext": blob[:-40] + b"\x00" * 40})

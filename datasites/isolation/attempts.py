@@ -5,7 +5,7 @@ An attempt is recorded *before* the code runs, so a crash leaves it counted (it 
 attempts all count against the request's execution limit; after two failed or blocked
 attempts in a row, each further one must wait twice as long as the last (5 s, 10 s, 20 s
 ... up to an hour), so a researcher cannot probe the release policy or the error path in
-a loop.
+a loop. One researcher has at most ``MAX_RUNNING`` executions in flight at a site.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ __all__ = ["ExecutionStore", "AttemptRefused", "EXECUTIONS_FILE", "FAILED"]
 
 EXECUTIONS_FILE = "executions.sqlite"
 FAILED = ("blocked", "error", "timeout", "limit", "refused", "crashed", "interrupted")
+MAX_RUNNING = 8  # executions one researcher may have in flight at a site (each holds a server thread)
 FREE_FAILURES = 2
 FIRST_WAIT = 5.0
 MAX_WAIT = 3600.0
@@ -61,6 +62,11 @@ class ExecutionStore:
             try:
                 rows = db.execute("SELECT outcome, COALESCE(finished, started) FROM attempts WHERE code=? "
                                   "ORDER BY id", (code,)).fetchall()
+                running = db.execute("SELECT COUNT(*) FROM attempts WHERE researcher=? AND outcome='running'",
+                                     (researcher,)).fetchone()[0]
+                if running >= MAX_RUNNING:
+                    raise AttemptRefused(f"{running} of your executions are still running at this site; "
+                                         "wait for them to finish")
                 if limit is not None and len(rows) >= limit:
                     raise AttemptRefused(f"this request allows {limit} execution(s) and all are used "
                                          "(blocked, failed and timed-out attempts count too)")

@@ -194,7 +194,7 @@ class Execution:
 
         self.ran = True
         inputs = {k: _plain(v) for k, v in kwargs.items()}
-        remember_inputs(inputs)
+        remember_inputs(inputs, custom=self.template is None)
         self.inputs_digest = digest(inputs)
         if self.template is not None:
             source, function = self.template.source, self.template.function.__name__
@@ -279,6 +279,8 @@ def admit_and_record(original):
                                 function=code_item.service_func_name, researcher=execution.researcher,
                                 reason=str(exc)[:300])
             return Err(SyftException(public_message=str(exc)))
+        from syft_policies.release_rules import forget_inputs
+
         token = _ACTIVE.set(execution)
         try:
             result = original(self, context, code_item, kwargs, result_id)
@@ -287,6 +289,7 @@ def admit_and_record(original):
             raise
         finally:
             _ACTIVE.reset(token)
+            forget_inputs()
         error = None
         if result.is_err():
             err = result.err()

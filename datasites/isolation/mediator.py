@@ -10,8 +10,10 @@ A worker never writes the site's files. It asks; the :class:`Mediator` checks an
   the whole execution, so one researcher's plan cannot name another's study;
 - ``sign(message)`` with the site's HE signing key.
 
-Documents and signatures are for the site's own templates only: custom code gets a
-refusal, so it can neither read nor rewind another study's accountant.
+Everything here is for the site's own templates only. Custom code gets a refusal: it can
+neither read nor rewind a study's accountant, nor debit (a debit it chose would be a
+channel: the spent budget is visible to researchers), and it releases exact results
+under the two-person rule instead.
 """
 
 from __future__ import annotations
@@ -71,10 +73,10 @@ class Mediator:
         self._locks: dict[str, object] = {}
 
     def __call__(self, op: str, message: dict) -> dict:
-        if op == "debit":
-            return self._debit(message.get("epsilon"), message.get("reference"))
         if not self.trusted:
             return self._refuse(f"{op} is for the site's vetted templates only")
+        if op == "debit":
+            return self._debit(message.get("epsilon"), message.get("reference"))
         if op in ("load", "save"):
             study, name = str(message.get("study", "")), str(message.get("name", ""))
             try:

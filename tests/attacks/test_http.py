@@ -109,3 +109,20 @@ def test_researchers_cannot_run_actions_on_stored_objects(http_hospital):
                     action_type=ActionType.METHOD)
     with quiet(), pytest.raises(Exception, match="not actions on stored objects"):
         ds.api.services.action.execute(action)
+
+
+def test_guessing_reveals_no_accounts_and_does_not_lock_everyone_out(http_hospital):
+    site = http_hospital
+    answers = set()
+    for i in range(12):  # a sprayer trying made-up accounts from the hospital's own address
+        try:
+            _login(site, f"nobody{i}@example.org", "password123")
+        except Exception as exc:  # noqa: BLE001
+            answers.add(str(exc))
+    try:
+        _login(site, site.spec.researchers[0].email, "not-her-password")
+    except Exception as exc:  # noqa: BLE001
+        answers.add(str(exc))
+    assert len(answers) == 1 and "Invalid credentials" in answers.pop()  # unknown or real: the same answer
+    password = site_passwords(site.spec, site.site_dir)[site.spec.researchers[0].email]
+    assert _login(site, site.spec.researchers[0].email, password) is not None  # the real user still gets in
