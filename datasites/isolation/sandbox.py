@@ -4,9 +4,10 @@ A worker sees a read-only root made of the system libraries (``/usr``), the Pyth
 installation and virtual environment, and the source of the packages the vetted jobs
 import (``datasites.jobs``, ``privacy``, ``secagg``, ``he``, ``synthetic_data``). Nothing
 else: not the hospital's directory (``MEDSYFT_HOME``), its secrets, Syft's database and
-blobs, the raw exports, ``/root``, ``/home`` or ``/etc``. It has its own network (no
-interface but a down loopback), process, IPC and UTS namespaces, a private ``/tmp`` of
-limited size, an empty environment, and runs as an unprivileged uid with a seccomp filter
+blobs, the raw exports, ``/root``, ``/home`` or ``/etc``. Everything is read-only but a
+private scratch space of limited size (``/scratch``, also ``TMPDIR``; ``/tmp`` points to
+it). It has its own network (no interface but its own loopback), process, IPC and UTS
+namespaces, an empty environment, and runs as an unprivileged uid with a seccomp filter
 that refuses ptrace, keyrings, namespaces, mounts, kernel modules, BPF and SysV IPC.
 
 Fail closed: :func:`check` says what is missing, and the datasite then runs no code.
@@ -28,6 +29,7 @@ __all__ = ["IsolationUnavailable", "check", "bwrap_command", "seccomp_fd", "WORK
 
 WORKER_PACKAGES = ("privacy", "secagg", "he", "synthetic_data")  # whole packages the jobs import
 TMP_BYTES = 256 * 2**20
+SCRATCH = "/scratch"
 FIRST_UID = 61000  # as root each worker gets its own uid from here (no login, no files)
 
 # Refused with EPERM inside the sandbox: no debugging of other processes, no kernel keyrings
@@ -153,17 +155,22 @@ def bwrap_command(*, slot: int, control_fd: int, seccomp: int) -> list[str]:
         elif target.is_dir():
             cmd += ["--ro-bind", str(target), str(target)]
     made: set[str] = set()
-    for kind, path in _binds():
+    binds = _binds()
+    # scratch first: the worker's only writable place (TMPDIR), wiped after every execution
+    cmd += ["--perms", "1777", "--size", str(TMP_BYTES), "--tmpfs", SCRATCH,
+            "--perms", "1777", "--size", str(TMP_BYTES), "--tmpfs", "/dev/shm"]
+    for kind, path in binds:
         for parent in _parents(path):
             if str(parent) not in made and not str(parent).startswith("/usr"):
                 made.add(str(parent))
                 cmd += ["--perms", "0755", "--dir", str(parent)]
         cmd += ["--ro-bind", str(path), str(path)]
         made.add(str(path))
-    cmd += ["--proc", "/proc", "--dev", "/dev",
-            "--perms", "1777", "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
-            "--perms", "1777", "--size", str(TMP_BYTES), "--tmpfs", "/dev/shm",
-            "--chdir", "/tmp", "--setenv", "PATH", "/usr/bin", "--setenv", "HOME", "/tmp",
+    if "/tmp" not in made:  # code that writes to /tmp by name lands in the scratch space too
+        cmd += ["--symlink", SCRATCH, "/tmp"]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/",
+            "--chdir", SCRATCH, "--setenv", "PATH", "/usr/bin", "--setenv", "HOME", SCRATCH,
+            "--setenv", "TMPDIR", SCRATCH,
             "--seccomp", str(seccomp)]
     uid = worker_uid(slot)
     if uid is None:

@@ -12,7 +12,8 @@ once, and then, for every execution, forks a child that:
 - sends back only data (``wire``): the result, a refusal by the job, or an error whose
   detail the datasite keeps in its own log.
 
-After each child the worker kills every process left in its sandbox and wipes ``/tmp``:
+After each child the worker kills every process left in its sandbox and wipes its
+scratch space (everything else in the sandbox is read-only):
 no execution sees what an earlier one did, and a monkeypatched module dies with its child.
 
 Control protocol (``SOCK_SEQPACKET``, one message per packet): worker -> datasite
@@ -170,7 +171,7 @@ def _sweep() -> None:
         if not _others():
             break
         time.sleep(0.01)
-    for scratch in ("/tmp", "/dev/shm"):
+    for scratch in (os.environ.get("TMPDIR", "/scratch"), "/dev/shm"):
         for entry in os.listdir(scratch):
             path = os.path.join(scratch, entry)
             if os.path.isdir(path) and not os.path.islink(path):

@@ -18,8 +18,13 @@ def plant(cohort):
     evaluation.site_metrics = lambda *a, **k: {"leak": "every score"}
     evaluation.auroc = lambda *a, **k: 0.0
     numpy.mean = lambda *a, **k: 42.0
-    with open("/tmp/planted", "w") as fh:
-        fh.write("from the attacker")
+    import tempfile
+    for where in (tempfile.gettempdir(), "/tmp", "/dev/shm", "/", os.getcwd(), os.path.dirname(numpy.__file__)):
+        try:
+            with open(os.path.join(where, "planted"), "w") as fh:
+                fh.write("from the attacker")
+        except OSError:
+            pass
     if os.fork() == 0:  # a daemon that outlives this execution and waits for the next one
         os.setsid()
         if os.fork() == 0:
@@ -37,8 +42,12 @@ def look_around(cohort):
 
     import datasites.jobs.evaluation as evaluation
 
+    import tempfile
+
     mine = os.getpid()
-    return {"planted file": os.path.exists("/tmp/planted"), "numpy.mean": float(numpy.mean([1.0, 3.0])),
+    places = (tempfile.gettempdir(), "/tmp", "/dev/shm", "/", os.getcwd(), os.path.dirname(numpy.__file__))
+    return {"planted file": any(os.path.exists(os.path.join(p, "planted")) for p in places),
+            "numpy.mean": float(numpy.mean([1.0, 3.0])),
             "patched": evaluation.site_metrics.__name__ != "site_metrics",
             "processes": sorted(int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, mine))}
 
