@@ -61,6 +61,18 @@ def guard() -> LoginGuard:
     return _GUARD
 
 
+_DUMMY_HASH: list[str] = []
+
+
+def _dummy_check(password: str) -> None:
+    """Hash ``password`` as a real login would, so unknown accounts take as long to refuse."""
+    from syft.service.user.user import check_pwd, salt_and_hash_password
+
+    if not _DUMMY_HASH:
+        _DUMMY_HASH.append(salt_and_hash_password("medsyft-no-such-account", 12)[1])
+    check_pwd(str(password or ""), _DUMMY_HASH[0])
+
+
 def guarded_login(original):
     """Wraps Syft's ``UserService.exchange_credentials``."""
 
@@ -81,6 +93,9 @@ def guarded_login(original):
             site.audit().append("login-refused", account=account, address=address, wait_seconds=round(wait, 1))
             raise SyftException(public_message=f"too many failed logins; try again in {wait:.0f} s")
         try:
+            if self.stash.get_by_email(credentials=self.root_verify_key, email=account).is_err():
+                _dummy_check(getattr(credentials, "password", ""))  # as slow as a real account's check
+                raise SyftException(public_message=FAILED)
             result = original(self, context)
         except SyftException:
             _GUARD.failed(name, account, address)

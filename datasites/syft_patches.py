@@ -13,8 +13,12 @@
   officer's ``approve`` applies them all (read permissions on private assets, a role of
   ADMIN). Here a researcher's request is exactly one code-status change, checked when
   it is submitted and again when it is applied.
-- Accounts: a researcher cannot change their own e-mail or key (the ledger, the budget
-  caps and the audit log know researchers by their e-mail).
+- Accounts: a researcher cannot change their own e-mail, key, name or institution (the
+  ledger, the budget caps, the audit log and the review queue know researchers by them);
+  password resets go through the hospital's admin (Syft's ``forgot_password`` told who
+  the admin is and notified people on anyone's request).
+- Blob storage: Syft lets anyone who may *read* a blob overwrite it on disk (every
+  researcher could replace the published mocks); here only its uploader or staff may.
 - Logins: failed logins are audited and slowed down per account and address.
 - Speed: Syft walks every service result element by element, including ``bytes`` (each
   blob read was a Python loop over every byte); bytes and strings hold no Syft objects.
@@ -23,6 +27,7 @@
 from __future__ import annotations
 
 import functools
+from contextvars import ContextVar
 
 __all__ = ["apply"]
 
@@ -121,7 +126,11 @@ def _is_staff(context) -> bool:
     return getattr(context, "role", None) in (ServiceRole.ADMIN, ServiceRole.DATA_OWNER)
 
 
+_REQUESTING_CODE: ContextVar[bool] = ContextVar("medsyft_requesting_code", default=False)
+
+
 def _only_code_requests() -> None:
+    from syft.service.code.user_code_service import UserCodeService
     from syft.service.request.request_service import RequestService
     from syft.types.errors import SyftException
 
@@ -129,13 +138,23 @@ def _only_code_requests() -> None:
         changes = list(changes or [])
         return len(changes) == 1 and type(changes[0]).__name__ == "UserCodeStatusChange"
 
+    def make_request_code(request_code):  # Syft builds the request itself, from the submitted code
+        def marked(self, *args, **kwargs):
+            token = _REQUESTING_CODE.set(True)
+            try:
+                return request_code(self, *args, **kwargs)
+            finally:
+                _REQUESTING_CODE.reset(token)
+        return marked
+
     def make_submit(submit):
         def guarded(self, *args, **kwargs):
             context = kwargs.get("context", args[0] if args else None)
             request = kwargs.get("request", args[1] if len(args) > 1 else None)
-            if not _is_staff(context) and not code_only(getattr(request, "changes", None)):
+            if not _is_staff(context) and not (_REQUESTING_CODE.get() and code_only(getattr(request, "changes", None))):
                 raise SyftException(public_message="a request asks to run one piece of code: it cannot carry "
-                                                   "other changes (permissions, roles, objects)")
+                                                   "other changes (permissions, roles, objects); submit code "
+                                                   "with code.request_code_execution")
             return submit(self, *args, **kwargs)
         return guarded
 
@@ -151,12 +170,25 @@ def _only_code_requests() -> None:
                     request.requesting_user_verify_key).unwrap()
             except Exception:  # noqa: BLE001 - an unknown requester is not staff
                 role = ServiceRole.GUEST
-            if role not in (ServiceRole.ADMIN, ServiceRole.DATA_OWNER) and not code_only(request.changes):
-                raise SyftException(public_message="this request carries changes other than running its code; "
-                                                   "it cannot be approved here (deny it)")
+            if role not in (ServiceRole.ADMIN, ServiceRole.DATA_OWNER) and not consistent(context, request):
+                raise SyftException(public_message="this request carries changes other than running its own "
+                                                   "code; it cannot be approved here (deny it)")
             return apply(self, *args, **kwargs)
         return guarded
 
+    def consistent(context, request) -> bool:
+        """One code change, whose status object is its own code's, and the code the requester's."""
+        if not code_only(request.changes):
+            return False
+        change = request.changes[0]
+        try:
+            code = change.linked_user_code.resolve_with_context(context.as_root_context()).unwrap()
+        except Exception:  # noqa: BLE001 - unresolvable: not approvable
+            return False
+        return code.status_link.object_uid == change.linked_obj.object_uid \
+            and code.user_verify_key == request.requesting_user_verify_key
+
+    _replace([UserCodeService], "_request_code_execution", make_request_code)
     _replace([RequestService], "submit", make_submit)
     _replace([RequestService], "apply", make_apply)
 
@@ -172,14 +204,42 @@ def _fixed_identities() -> None:
                 values = [kwargs.get("user_update")] + [a for a in args[1:]] + [kwargs]
                 for value in values:
                     fields = value if isinstance(value, dict) else getattr(value, "__dict__", {})
-                    for key in ("email", "verify_key"):
+                    for key in ("email", "verify_key", "name", "institution", "website"):
                         if key in fields and type(fields[key]).__name__ != "EmptyType" and fields[key] is not None:
-                            raise SyftException(public_message="a researcher's e-mail and key are fixed by the "
-                                                               "hospital; ask its admin to change them")
+                            raise SyftException(public_message="a researcher's e-mail, key, name and institution "
+                                                               "are fixed by the hospital; ask its admin")
             return update(self, *args, **kwargs)
         return guarded
 
+    def make_forgot(_forgot):
+        def forgot_password(self, *args, **kwargs):
+            from syft.service.response import SyftSuccess
+
+            return SyftSuccess(message="at this hospital password resets go through its admin; ask them")
+        return forgot_password
+
     _replace([UserService], "update", make)
+    _replace([UserService], "forgot_password", make_forgot)
+
+
+def _blob_writes_by_uploader() -> None:
+    from syft.service.blob_storage.service import BlobStorageService
+    from syft.types.errors import SyftException
+
+    def make(write):
+        def guarded(self, *args, **kwargs):
+            context = kwargs.get("context", args[0] if args else None)
+            uid = kwargs.get("uid", args[1] if len(args) > 1 else None)
+            if not _is_staff(context):
+                entry = self.stash.get_by_uid(credentials=context.server.verify_key, uid=uid).unwrap(
+                    public_message="no such blob")
+                if entry.uploaded_by != context.credentials:
+                    raise SyftException(public_message="only the uploader of a blob may write it")
+            return write(self, *args, **kwargs)
+        return guarded
+
+    _replace([BlobStorageService], "write_to_disk", make)
+    _replace([BlobStorageService], "mark_write_complete", make)
 
 
 def _guard_logins() -> None:
@@ -198,4 +258,5 @@ def apply() -> None:
     _no_actions_on_store_objects()
     _only_code_requests()
     _fixed_identities()
+    _blob_writes_by_uploader()
     _guard_logins()

@@ -31,7 +31,6 @@ import importlib
 import os
 import pickle
 import resource
-import shutil
 import signal
 import socket
 import sys
@@ -153,8 +152,19 @@ def _others() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]
 
 
-def _sweep() -> None:
-    """Kill whatever the execution left running and wipe the scratch space."""
+def _remove(path: str) -> None:
+    """Delete ``path``; a directory the execution made unreadable (mode 000) is still ours to open."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        os.chmod(path, 0o700)
+        for entry in os.listdir(path):
+            _remove(os.path.join(path, entry))
+        os.rmdir(path)
+    else:
+        os.unlink(path)
+
+
+def _sweep() -> bool:
+    """Kill whatever the execution left running and wipe the scratch space; True when clean."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         try:
@@ -171,16 +181,14 @@ def _sweep() -> None:
         if not _others():
             break
         time.sleep(0.01)
-    for scratch in (os.environ.get("TMPDIR", "/scratch"), "/dev/shm"):
+    scratches = (os.environ.get("TMPDIR", "/scratch"), "/dev/shm")
+    for scratch in scratches:
         for entry in os.listdir(scratch):
-            path = os.path.join(scratch, entry)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
+            try:
+                _remove(os.path.join(scratch, entry))
+            except (OSError, RecursionError):
+                pass
+    return not _others() and not any(os.listdir(scratch) for scratch in scratches)
 
 
 def _status(status: int) -> dict:
@@ -211,8 +219,10 @@ def _serve(control: socket.socket) -> None:
                 os._exit(0)
         os.close(fds[0])
         _, status = os.waitpid(pid, 0)
-        _sweep()
+        clean = _sweep()
         control.send(wire.dumps({"op": "done", "status": _status(status)}))
+        if not clean:  # something survived the sweep: this worker is retired, a fresh one replaces it
+            return
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,6 +25,12 @@ def plant(cohort):
                 fh.write("from the attacker")
         except OSError:
             pass
+    hidden = os.path.join(tempfile.gettempdir(), "hidden")  # a directory its owner made unreadable
+    os.makedirs(os.path.join(hidden, "deeper"))
+    with open(os.path.join(hidden, "deeper", "rows"), "w") as fh:
+        fh.write("from the attacker")
+    os.chmod(os.path.join(hidden, "deeper"), 0)
+    os.chmod(hidden, 0)
     if os.fork() == 0:  # a daemon that outlives this execution and waits for the next one
         os.setsid()
         if os.fork() == 0:
@@ -46,7 +52,8 @@ def look_around(cohort):
 
     mine = os.getpid()
     places = (tempfile.gettempdir(), "/tmp", "/dev/shm", "/", os.getcwd(), os.path.dirname(numpy.__file__))
-    return {"planted file": any(os.path.exists(os.path.join(p, "planted")) for p in places),
+    return {"planted file": any(os.path.exists(os.path.join(p, "planted")) for p in places)
+            or os.path.lexists(os.path.join(tempfile.gettempdir(), "hidden")),
             "numpy.mean": float(numpy.mean([1.0, 3.0])),
             "patched": evaluation.site_metrics.__name__ != "site_metrics",
             "processes": sorted(int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, mine))}

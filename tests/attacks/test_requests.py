@@ -95,6 +95,58 @@ def test_a_request_with_foreign_changes_is_high_risk_and_cannot_be_approved(atta
 def test_a_researcher_cannot_change_who_they_are(attacker):
     ds = attacker.ds
     me = ds.api.services.user.get_current_user()
-    with quiet(), pytest.raises(Exception, match="e-mail and key are fixed"):
-        ds.api.services.user.update(uid=me.id, email="someone-else@example.org")
-    assert ds.api.services.user.get_current_user().email == me.email
+    for change in ({"email": "someone-else@example.org"}, {"name": "Dr. Someone Else"},
+                   {"institution": "the hospital itself"}):
+        with quiet(), pytest.raises(Exception, match="are fixed by the hospital"):
+            ds.api.services.user.update(uid=me.id, **change)
+    now = ds.api.services.user.get_current_user()
+    assert (now.email, now.name, now.institution) == (me.email, me.name, me.institution)
+
+
+def test_a_researcher_cannot_overwrite_the_published_mocks(attacker):
+    """Syft checks only that a writer may *read* a blob, and every mock is readable by all."""
+    import syft as sy
+
+    ds = attacker.ds
+    asset = attacker.assets["sepsis_cohort"]
+    before = asset.mock.copy()
+    blob = ds.api.services.action.get_mock(asset.action_id).syft_blob_storage_entry_id
+    poisoned = before.copy()
+    poisoned["TAMPERED"] = "by a researcher"
+    with quiet(), pytest.raises(Exception, match="only the uploader"):
+        ds.api.services.blob_storage.write_to_disk(uid=blob, data=sy.serialize(poisoned, to_bytes=True))
+    fresh = {a.name: a for a in attacker.site.researcher().datasets[attacker.site.spec.dataset_name].assets}
+    assert list(fresh["sepsis_cohort"].mock.columns) == list(before.columns)
+
+
+def test_a_hand_built_code_request_cannot_approve_someone_elses_code(attacker):
+    """One code-status change, but pointing the review at a template and the approval at other code."""
+    from syft.service.code.user_code import UserCodeStatus
+    from syft.service.request.request import SubmitRequest, UserCodeStatusChange
+    from syft.store.linked_obj import LinkedObject
+
+    ds = attacker.ds
+    with quiet():
+        fn = sy.syft_function(input_policy=sy.MixedInputPolicy(client=ds, patients=attacker.assets["patients"],
+                                                               encounters=attacker.assets["encounters"],
+                                                               conditions=attacker.assets["conditions"]),
+                              output_policy=ReleasePolicy(limit=1), name="laundering_template")(medsyft_cohort_summary)
+        ds.api.services.code.submit(fn)
+        codes = {c.service_func_name: c for c in ds.api.services.code.get_all()}
+    shown = codes["laundering_template"]
+    other = next(c for name, c in codes.items() if name != "laundering_template")
+    change = UserCodeStatusChange(value=UserCodeStatus.APPROVED, linked_obj=other.status_link,
+                                  linked_user_code=LinkedObject.from_obj(shown, server_uid=ds.api.server_uid))
+    with quiet(), pytest.raises(Exception, match="code.request_code_execution"):
+        ds.api.services.request.submit(SubmitRequest(changes=[change],
+                                                     requesting_user_verify_key=ds.credentials.verify_key))
+
+
+def test_password_resets_reveal_no_one(attacker):
+    from syft.service.context import UnauthedServiceContext
+
+    site = attacker.site
+    service = site.server.services.user  # what the /forgot_password route calls, unauthenticated
+    answers = {str(service.forgot_password(context=UnauthedServiceContext(server=site.server), email=email))
+               for email in (site.spec.admin.email, site.spec.compliance_officer.email, "nobody@example.org")}
+    assert len(answers) == 1 and "admin" in answers.pop()
