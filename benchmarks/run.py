@@ -235,7 +235,7 @@ def isolation_overhead(frames, repeats: int = 8) -> dict[str, float]:
     from syft_policies.templates import TEMPLATES
 
     frame = next(iter(frames.values()))
-    plan = StudyPlan(study="bench-isolation", sites=["x"], model="lstm", rounds=100, epsilon=50.0).job_plan()
+    plan = StudyPlan(study="bench-isolation", sites=["x"], model="lstm", rounds=100, epsilon=9.0).job_plan()
     weights = get_weights(build_model("lstm", seed=0))
     calls = {"dp_prevalence": {"cohort": frame, "plan": {"study": "bench", "dataset": "icu-sepsis", "epsilon": 1.0}},
              "evaluate": {"cohort": frame, "plan": plan, "weights": weights},

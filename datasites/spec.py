@@ -7,6 +7,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from privacy.bounds import PlanBounds
 from synthetic_data import HospitalProfile, Location
 
 __all__ = ["HospitalSpec", "Account", "load_spec", "shipped_specs", "SpecError", "CUSTOM_CODE_POLICIES"]
@@ -45,6 +46,7 @@ class HospitalSpec:
     source: Path | None = None  # a real Synthea export to load instead of generated data
     custom_code: str = "two-person"  # [policy]: may code other than the site's templates be approved at all?
     isolation: dict = field(default_factory=dict)  # [isolation]: per-execution limits (see datasites.isolation)
+    plan_bounds: PlanBounds = field(default_factory=PlanBounds)  # [policy]: bounds on every study plan
     path: Path | None = field(default=None, compare=False)
 
     @property
@@ -117,6 +119,21 @@ def load_spec(path: str | Path) -> HospitalSpec:
     if custom_code not in CUSTOM_CODE_POLICIES:
         raise SpecError(f"{path}: 'policy.custom_code' must be one of {', '.join(CUSTOM_CODE_POLICIES)}, "
                         f"got {custom_code!r}")
+    bounds = {}
+    for key, value in policy.items():
+        if key == "custom_code":
+            continue
+        default = getattr(PlanBounds(), key, None)
+        if default is None:
+            raise SpecError(f"{path}: unknown key 'policy.{key}'; known: custom_code, {', '.join(PlanBounds.names())}")
+        if isinstance(default, tuple):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise SpecError(f"{path}: 'policy.{key}' must be a list of names")
+            bounds[key] = tuple(value)
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e6 or value != value:
+            raise SpecError(f"{path}: 'policy.{key}' must be a finite, non-negative number")
+        else:
+            bounds[key] = type(default)(value)
     isolation = {}
     for key, value in data.get("isolation", {}).items():
         kind = ISOLATION_KEYS.get(key)
@@ -141,6 +158,7 @@ def load_spec(path: str | Path) -> HospitalSpec:
         source=(path.parent / source) if source else None,
         custom_code=custom_code,
         isolation=isolation,
+        plan_bounds=PlanBounds(**bounds),
         path=path,
     )
 

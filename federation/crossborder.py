@@ -227,8 +227,9 @@ def run_cross_border(home: Path, *, n_patients: int = 600, rounds: int = 4, seed
             weights = {**weights, **{k: (sum(t[k] for t in totals.values()) / n).astype(np.float32)
                                      for k in totals[next(iter(totals))] if k != "~n"}}
             evaluations = {s: study.evaluate(s, weights) for study in studies.values() for s in study.plan.sites}
-            auroc = pooled_auroc(list(evaluations.values()))
-            history.append({"round": r, "auroc": auroc, "epsilon": epsilons})
+            auroc = pooled_auroc(list(evaluations.values()))  # from noised histograms, each paid
+            history.append({"round": r, "auroc": auroc, "epsilon": epsilons,
+                            "evaluation_epsilon": {s: float(e["receipt"]["epsilon"]) for s, e in evaluations.items()}})
             echo(f"  round {r}: pooled AUROC {auroc:.3f}, max epsilon {max(epsilons.values()):.2f}")
         model_seconds = time.monotonic() - t_model
         flows += [{"from": m, "to": a, "what": "masked model update (secure aggregation)"}
@@ -263,6 +264,10 @@ def run_cross_border(home: Path, *, n_patients: int = 600, rounds: int = 4, seed
         "receipt": {
             "epsilon": {name: {row["dataset"]: row["spent"] for row in rows if row["dataset"] == RWE_DATASET}
                         for name, rows in ledgers.items()},
+            "breakdown": {name: {"statistics (Laplace, OpenDP)": float(stats_plan["epsilon"]),
+                                 "DP-SGD training": history[-1]["epsilon"].get(name, 0.0),
+                                 "evaluation (discrete Laplace)": sum(h["evaluation_epsilon"].get(name, 0.0)
+                                                                      for h in history)} for name in sites},
             "delta": next(iter(model_plans.values())).delta,
             "secure_aggregation": {a: {"sites": m, "threshold": model_plans[a].secagg_threshold}
                                    for a, m in regions.items()},

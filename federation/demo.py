@@ -32,7 +32,10 @@ __all__ = ["run_demo", "format_summary", "DENIAL_REASON", "DEFAULT_PATIENTS"]
 DEFAULT_PATIENTS = 4000
 DENIAL_REASON = ("returns row-level patient data (patients.head); only aggregated, "
                  "small-cell-suppressed outputs may leave this hospital")
-EPSILON_CEILING = 8.0  # what the demo's compliance officers accept per study
+EPSILON_CEILING = 10.0  # what the demo's hospitals accept per study (training plus evaluation)
+# Every evaluation is noised and paid: a cheap look every other round, and one precise
+# evaluation at the end (the reported AUROC; its noise moves it by about 0.005).
+DEMO_EVALUATION = {"evaluate_every": 2, "eval_epsilon": 0.25, "final_eval_epsilon": 3.0}
 DEMO_IRB = "IRB-DEMO-2026-001"
 
 
@@ -112,7 +115,7 @@ def run_demo(home: Path, *, n_patients: int = DEFAULT_PATIENTS, seed: int = 7, s
     sites = {s.name: start_site(s, home, mode=mode) for s in specs}
     try:
         plan = StudyPlan(study="sepsis-lstm", sites=list(sites), model="lstm", strategy="fedavg", rounds=rounds,
-                         epsilon=6.0, delta=1e-5, seed=seed)
+                         epsilon=6.0, delta=1e-5, seed=seed, **DEMO_EVALUATION)
         echo(f"[3/6] researcher: submits study {plan.study} ({plan.model}, {plan.strategy}, {plan.rounds} rounds, "
              f"epsilon={plan.epsilon} at delta={plan.delta}, noise_multiplier={plan.noise_multiplier:.3f}) "
              "and one row-level request")
@@ -151,9 +154,13 @@ def run_demo(home: Path, *, n_patients: int = DEFAULT_PATIENTS, seed: int = 7, s
                   "local_nonprivate_mean": base["local_mean"],
                   "local": {s: r["auroc"] for s, r in base["local_dp"].items()},
                   "local_nonprivate": {s: r["auroc"] for s, r in base["local"].items()},
-                  "federated_dp_per_site": {s: e.get("auroc") for s, e in result.evaluations.items()}},
-        "epsilon": {"per_site": result.epsilon, "delta": plan.delta, "target": plan.epsilon,
+                  "federated_dp_per_site": {s: _auroc_or_none(e) for s, e in result.evaluations.items()}},
+        "epsilon": {"per_site": result.epsilon, "evaluation": result.evaluation_epsilon,
+                    "total": result.total_epsilon, "delta": plan.delta, "target": plan.epsilon,
                     "pooled_dp": base["pooled_dp"]["epsilon"]},
+        "receipts": {s: {"training": result.history[-1]["epsilon"].get(s),
+                         "evaluation": result.evaluation_epsilon.get(s),
+                         "final_evaluation": e.get("receipt")} for s, e in result.evaluations.items()},
         "rounds": len(result.history), "wall_seconds": round(wall, 1),
         "study_seconds": round(study_seconds, 1), "baseline_seconds": round(baseline_seconds, 1),
         "mode": mode, "patients": n_patients, "seed": seed, "plan": plan.to_dict(),
@@ -163,11 +170,11 @@ def run_demo(home: Path, *, n_patients: int = DEFAULT_PATIENTS, seed: int = 7, s
         "audit": {name: {"entries": v.entries, "verified": v.ok} for name, v in audits.items()},
         "history": result.history,
     }
-    a, e = summary["auroc"], summary["epsilon"]["per_site"]
+    a, e = summary["auroc"], summary["epsilon"]["total"]
     summary["checks"] = {
-        "federated_within_0.05_of_pooled": a["pooled"] - a["federated_dp"] <= 0.05,
+        "federated_within_0.02_of_pooled": a["pooled"] - a["federated_dp"] <= 0.02,
         "federated_above_local_mean": a["federated_dp"] > a["local_mean"],
-        "epsilon_at_most_8": all(v <= EPSILON_CEILING for v in e.values()),
+        "total_epsilon_at_most_10": all(v <= EPSILON_CEILING for v in e.values()),
     }
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
@@ -187,6 +194,15 @@ def run_demo(home: Path, *, n_patients: int = DEFAULT_PATIENTS, seed: int = 7, s
     return summary
 
 
+def _auroc_or_none(evaluation: dict) -> float | None:
+    from .metrics import pooled_auroc
+
+    try:
+        return pooled_auroc([evaluation])
+    except ValueError:
+        return None
+
+
 def format_summary(summary: dict) -> str:
     a, eps = summary["auroc"], summary["epsilon"]
     lines = ["", "Hospitals (non-IID)", f"  {'site':<16}{'patients':>9}{'sepsis':>8}{'mean age':>10}"]
@@ -203,7 +219,9 @@ def format_summary(summary: dict) -> str:
               "", f"Privacy spent per site (delta = {eps['delta']:g}, target epsilon {eps['target']:g})"]
     for site, value in eps["per_site"].items():
         left = summary.get("budget", {}).get(site, {}).get("remaining")
-        lines.append(f"  {site:<16} epsilon {value:.3f}" + (f"   (dataset budget left: {left:.3f})" if left is not None else ""))
+        evaluation = eps.get("evaluation", {}).get(site, 0.0)
+        lines.append(f"  {site:<16} epsilon {value + evaluation:.3f} = DP-SGD {value:.3f} + evaluation {evaluation:.3f}"
+                     + (f"   (dataset budget left: {left:.3f})" if left is not None else ""))
     audit = summary.get("audit", {})
     if audit:
         lines += ["", "Audit logs: " + ", ".join(f"{s} {a['entries']} entries {'verified' if a['verified'] else 'TAMPERED'}"

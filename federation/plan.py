@@ -4,7 +4,9 @@ The plan travels inside each code request (a ``sy.Constant``), so the compliance
 officer reads the privacy parameters next to the code, and the researcher cannot change
 them after approval. Give ``epsilon`` (the whole study's budget at ``delta``) and the noise
 is calibrated with Opacus' RDP accountant; or give ``noise_multiplier`` and the plan
-reports the epsilon it will cost.
+reports the epsilon it will cost. Evaluation is private too: each evaluation call costs
+``eval_epsilon`` (the last one ``final_eval_epsilon``, which the reported AUROC comes
+from), so a site spends ``total_epsilon`` = DP-SGD epsilon + the evaluations' sum.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ class StudyPlan:
     strategy_options: dict = field(default_factory=dict)
     secure_aggregation: bool = False  # sites mask their updates; the researcher sees only the sum
     secagg_threshold: int | None = None  # sites needed to unmask (default: a majority, at least 2)
+    eval_epsilon: float = 0.25  # each evaluation during the study (noised score histograms)
+    final_eval_epsilon: float = 1.0  # the evaluation after the last round (the reported AUROC)
+    evaluate_every: int = 1  # evaluate after every k-th round; 0: only after the last round
 
     def __post_init__(self):
         object.__setattr__(self, "sites", tuple(self.sites))
@@ -78,6 +83,15 @@ class StudyPlan:
             problems.append("epsilon must be positive")
         if self.noise_multiplier is not None and self.noise_multiplier <= 0:
             problems.append("noise_multiplier must be positive: dp_train never trains without noise")
+        for name in ("lr", "sample_rate", "max_grad_norm", "delta", "epsilon", "noise_multiplier", "eval_epsilon",
+                     "final_eval_epsilon"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                problems.append(f"{name} must be a finite number")
+        if not (self.eval_epsilon > 0 and self.final_eval_epsilon > 0):
+            problems.append("eval_epsilon and final_eval_epsilon must be positive: every evaluation is noised")
+        if not 0 <= self.evaluate_every <= self.rounds:
+            problems.append(f"evaluate_every must be between 0 (only after the last round) and {self.rounds}")
         if self.min_sites is not None and not 1 <= self.min_sites <= len(self.sites):
             problems.append(f"min_sites must be between 1 and {len(self.sites)}")
         if self.secure_aggregation:
@@ -132,6 +146,25 @@ class StudyPlan:
               "noise_multiplier": self.noise_multiplier, "delta": self.delta}
         return planned_epsilon(dp) if rounds else 0.0
 
+    def evaluated_rounds(self) -> list[int]:
+        """The rounds after which the study evaluates the global model (the last one always)."""
+        every = self.evaluate_every
+        return [r for r in range(1, self.rounds) if every and r % every == 0] + [self.rounds]
+
+    @property
+    def eval_epsilons(self) -> list[float]:
+        """The epsilon of each evaluation call, in order (pinned in the approved plan)."""
+        return [self.eval_epsilon] * (len(self.evaluated_rounds()) - 1) + [self.final_eval_epsilon]
+
+    @property
+    def evaluation_epsilon(self) -> float:
+        return float(sum(self.eval_epsilons))
+
+    @property
+    def total_epsilon(self) -> float:
+        """What the study costs each site: DP-SGD at ``delta`` plus the evaluations (pure DP)."""
+        return self.planned_epsilon() + self.evaluation_epsilon
+
     def job_plan(self) -> dict:
         """The constant a site's vetted jobs receive (see ``datasites.jobs.training.PLAN_KEYS``)."""
         strategy = self.make_strategy()
@@ -140,7 +173,8 @@ class StudyPlan:
                 "noise_multiplier": self.noise_multiplier, "max_grad_norm": self.max_grad_norm,
                 "epsilon": math.ceil(self.epsilon * 1000) / 1000, "delta": self.delta,
                 "prox_mu": strategy.prox_mu, "local_layers": list(strategy.local_layers()), "seed": self.seed,
-                "secure_aggregation": self.secure_aggregation, "secagg_threshold": self.secagg_threshold}
+                "secure_aggregation": self.secure_aggregation, "secagg_threshold": self.secagg_threshold,
+                "eval_epsilons": self.eval_epsilons}
 
     def to_dict(self) -> dict:
         return {**asdict(self), "sites": list(self.sites)}

@@ -39,19 +39,29 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path
 
 
 def plot_rounds(history: list[dict], references: dict[str, float], path: Path) -> Path:
-    """Federated AUROC and the largest site epsilon after each round, with baselines as lines."""
+    """Federated AUROC (from the sites' noised evaluations, where the study evaluated) and the
+    largest site's epsilon after each round (training plus evaluation), baselines as lines."""
     plt, fig, ax = _figure()
     rounds = [h["round"] for h in history]
-    ax.plot(rounds, [h["auroc"] for h in history], marker="o", lw=2, label="federated DP (pooled test)")
+    shown = [(h["round"], h["auroc"]) for h in history if h.get("auroc") is not None]
+    ax.plot([r for r, _ in shown], [a for _, a in shown], marker="o", lw=2,
+            label="federated DP (pooled test, noised evaluation)")
     for (label, value), ls in zip(references.items(), ("--", "-.", ":", (0, (5, 1)))):
         ax.axhline(value, ls=ls, c="grey", lw=1.2, label=f"{label} {value:.3f}")
     ax.set(xlabel="round", ylabel="AUROC", title="Federated training, round by round")
     ax.set_xticks(rounds)
     eps = ax.twinx()
-    eps.plot(rounds, [max(h["epsilon"].values()) for h in history], c="tab:red", marker=".", lw=1, alpha=0.7)
+    spent, evaluation = [], {}
+    for h in history:
+        for site, value in (h.get("evaluation_epsilon") or {}).items():
+            evaluation[site] = evaluation.get(site, 0.0) + value
+        spent.append(max(v + evaluation.get(s, 0.0) for s, v in h["epsilon"].items()))
+    line, = eps.plot(rounds, spent, c="tab:red", marker=".", lw=1, alpha=0.7)
     eps.set_ylabel("epsilon spent (largest site)", color="tab:red")
-    eps.set_ylim(0, max(8.0, max(max(h["epsilon"].values()) for h in history) * 1.1))
-    ax.legend(loc="lower right", fontsize=8)
+    eps.set_ylim(0, max(8.0, max(spent) * 1.1))
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles + [line], labels + ["epsilon spent, training + evaluation (right axis)"],
+              loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -93,8 +93,10 @@ def render_html(summary: dict) -> str:
                     f"{_count(r['pos_nonresponders'])}{_count(r['neg_responders'])}{_count(r['neg_nonresponders'])}"
                     f"<td>{ci}</td></tr>")
     receipt = summary["receipt"]
-    eps_rows = "".join(f"<tr><td>{e(site)}</td><td>{e(', '.join(f'{d}: {v:.3f}' for d, v in spent.items()))}</td></tr>"
-                       for site, spent in receipt["epsilon"].items())
+    parts = receipt.get("breakdown", {})
+    eps_rows = "".join(f"<tr><td>{e(site)}</td><td>{e(', '.join(f'{d}: {v:.3f}' for d, v in spent.items()))}"
+                       f"<br><small>{e('; '.join(f'{k} {v:.3f}' for k, v in parts.get(site, {}).items()))}</small>"
+                       "</td></tr>" for site, spent in receipt["epsilon"].items())
     approvals = "".join(
         f"<tr><td>{e(site)}</td><td>{e(a['function'])}</td><td>{e(a['irb'] or '-')}</td><td>{e(a['dua'] or '-')}</td>"
         f"<td>{e(', '.join(a['approvers']))}</td><td>{e(a['expires'] or '-')}</td></tr>"
@@ -151,7 +153,9 @@ def _pdf(summary: dict, path: Path) -> Path:
         ci = "suppressed" if r["or"] is None else f"OR {r['or']:.2f} ({r['low']:.2f}-{r['high']:.2f})"
         lines.append(f"{r['biomarker']:<10} {r['arm']:<10} {ci}")
     lines += ["", f"Federated model pooled AUROC: {summary['model']['auroc']:.3f}", "", "Privacy receipt:"]
+    parts = summary["receipt"].get("breakdown", {})
     lines += [f"  {site}: " + ", ".join(f"{d} eps {v:.3f}" for d, v in spent.items())
+              + "".join(f"; {k} {v:.3f}" for k, v in parts.get(site, {}).items())
               for site, spent in summary["receipt"]["epsilon"].items()]
     he = summary["receipt"]["he"]
     lines += [f"  delta {summary['receipt']['delta']:g}; CKKS N={he['poly_modulus_degree']}; custodian decrypts "

@@ -54,7 +54,23 @@ class StudyResult:
 
     @property
     def epsilon(self) -> dict[str, float]:
+        """DP-SGD epsilon spent per site (at the plan's delta)."""
         return dict(self.history[-1]["epsilon"]) if self.history else {}
+
+    @property
+    def evaluation_epsilon(self) -> dict[str, float]:
+        """Epsilon the noised evaluations cost per site, from their receipts."""
+        out: dict[str, float] = {}
+        for h in self.history:
+            for site, eps in (h.get("evaluation_epsilon") or {}).items():
+                out[site] = out.get(site, 0.0) + float(eps)
+        return out
+
+    @property
+    def total_epsilon(self) -> dict[str, float]:
+        """What the study cost each site: DP-SGD plus evaluation (basic composition)."""
+        evaluation = self.evaluation_epsilon
+        return {s: e + evaluation.get(s, 0.0) for s, e in self.epsilon.items()}
 
     @property
     def auroc(self) -> float:
@@ -170,7 +186,7 @@ class Study:
                     request_status(self.clients[site], name)
                 except LookupError:
                     todo.append((site, body, name))
-        need = self.plan.planned_epsilon()
+        need = self.plan.total_epsilon  # DP-SGD plus the noised evaluations
         left = self.budgets() if todo else {}
         short = {site: left[site] for site in {t[0] for t in todo}
                  if left.get(site) is not None and left[site] + 1e-9 < need}
@@ -179,8 +195,11 @@ class Study:
             raise PlanError(f"the plan needs epsilon {need:.2f} at each site but {detail} left of "
                             f"{self.plan.dataset!r}; lower epsilon or rounds, or drop those sites")
         for site, body, name in todo:
-            calls = len(SECURE_STEPS) if body is medsyft_secure_train else 1  # secure rounds: one call per step
-            submit_request(self.clients[site], self._syft_function(site, body, name, calls * self.plan.rounds))
+            if body is medsyft_evaluate:  # one call per planned evaluation, each paid at its epsilon
+                limit = len(self.plan.eval_epsilons)
+            else:  # secure rounds: one call per protocol step
+                limit = (len(SECURE_STEPS) if body is medsyft_secure_train else 1) * self.plan.rounds
+            submit_request(self.clients[site], self._syft_function(site, body, name, limit))
 
     def approvals(self) -> dict[str, RequestStatus]:
         """Per site: approved only when both requests are; denied (with the reason) if either is."""
@@ -332,33 +351,43 @@ class Study:
                         bar.update(1)
                     previous = None
                     self.weights = self.strategy.aggregate(self.weights, results)
-                evaluations = {site: self.evaluate(site, self.weights) for site in self.participants}
-                try:
-                    auroc = pooled_auroc(list(evaluations.values()))
-                except ValueError:  # every site suppressed its counts (too few test patients)
-                    auroc = None
+                auroc, evaluations = None, {}
+                if r in self.plan.evaluated_rounds():  # each evaluation is noised and paid for
+                    evaluations = {site: self.evaluate(site, self.weights) for site in self.participants}
+                    try:
+                        auroc = pooled_auroc(list(evaluations.values()))
+                    except ValueError:  # the noised totals left no positive or negative patient
+                        auroc = None
                 self.round = r
                 self.history.append({
                     "round": r, "sites": list(self.participants),
                     "epsilon": {s: float(res["epsilon"]) for s, res in results.items()},
                     "num_samples": {s: res.get("num_samples") for s, res in results.items()},  # secure: hidden
-                    "train_loss": {s: float(res["metrics"]["train_loss"]) for s, res in results.items()},
                     "update_norm": ({s: _distance(res["weights"], self.weights) for s, res in results.items()}
                                     if previous is None else {"global": _distance(previous, self.weights)}),
                     "budget_remaining": {s: res.get("budget_remaining") for s, res in results.items()},
-                    "auroc": auroc, "site_auroc": {s: e.get("auroc") for s, e in evaluations.items()},
+                    "auroc": auroc, "site_auroc": {s: _site_auroc(e) for s, e in evaluations.items()},
+                    "evaluation_epsilon": {s: float(e["receipt"]["epsilon"]) for s, e in evaluations.items()},
+                    "evaluations": evaluations,  # the noised histograms (public once released)
                     "seconds": round(time.monotonic() - t_round, 2)})
                 save_checkpoint(self.directory, r, self.weights,
                                 {"sites": self.participants, "denied": self.denied, "history": self.history,
                                  "epsilon": self.history[-1]["epsilon"], "auroc": auroc})
-                shown = "suppressed" if auroc is None else f"{auroc:.3f}"
+                shown = "not evaluated" if auroc is None else f"{auroc:.3f}"
                 bar.set_postfix_str(f"round {r}: AUROC {shown}, max eps {max(self.history[-1]['epsilon'].values()):.2f}")
         finally:
             bar.close()
-        if not evaluations:
-            evaluations = {site: self.evaluate(site, self.weights) for site in self.participants}
+        if not evaluations and self.history:  # resumed after the last round: its evaluation is in the log
+            evaluations = dict(self.history[-1].get("evaluations") or {})
         return StudyResult(self.plan, self.weights, self.history, evaluations, list(self.participants),
                            dict(self.denied), round(time.monotonic() - t0, 2))
+
+
+def _site_auroc(evaluation: dict) -> float | None:
+    try:
+        return pooled_auroc([evaluation])
+    except ValueError:
+        return None
 
 
 def _distance(a: dict, b: dict) -> float:

@@ -5,5 +5,7 @@ epsilon a plan promises and the epsilon a hospital debits are the same number.
 """
 
 from .accounting import epsilon_spent, history_key, merged_history, planned_epsilon, schedule
+from .bounds import PlanBounds, evaluation_schedule, plan_problems
 
-__all__ = ["schedule", "epsilon_spent", "history_key", "merged_history", "planned_epsilon"]
+__all__ = ["schedule", "epsilon_spent", "history_key", "merged_history", "planned_epsilon", "PlanBounds",
+           "plan_problems", "evaluation_schedule"]

@@ -68,8 +68,9 @@ def compare_strategy(sites: dict, strategy, *, rounds: int = 4, study: str,
     ``LocalHospital`` keeping its accountant and local layers in memory; pass ``hospitals``
     to look at them afterwards); returns the mean norm of the sites' updates (client drift)
     and each site's test AUROC."""
-    from datasites.jobs.evaluation import evaluate
-    from datasites.jobs.models import build_model, get_weights
+    from datasites.jobs.cohort import split_rows
+    from datasites.jobs.evaluation import auroc, predict
+    from datasites.jobs.models import build_model, get_weights, model_inputs
     from datasites.jobs.site import LocalHospital, use_hospital
     from datasites.jobs.training import dp_train
     from federation import StudyPlan
@@ -91,8 +92,9 @@ def compare_strategy(sites: dict, strategy, *, rounds: int = 4, study: str,
         drift.append(np.mean([np.sqrt(sum(float(np.sum((r["weights"][k] - weights[k]) ** 2)) for k in r["weights"]))
                               for r in results.values()]))
         weights = strategy.aggregate(weights, results)
-    aurocs = {}
+    aurocs = {}  # a simulation on data the lab holds: exact AUROC, not a site's noised release
     for n, f in sites.items():
-        with use_hospital(hospitals[n]):
-            aurocs[n] = evaluate(f, weights, job)["auroc"]
+        local = (hospitals[n].load(study, "state") or {}).get("local_layers", {})
+        inputs, labels = model_inputs(split_rows(f, "test"), plan.model)
+        aurocs[n] = auroc(labels, predict(plan.model, {**weights, **local}, inputs, seed=plan.seed))
     return float(np.mean(drift)), aurocs

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import ast
 import html
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from privacy import planned_epsilon
+from privacy import PlanBounds, evaluation_schedule, plan_problems, planned_epsilon
 
 from .templates import TEMPLATES, match_template
 
@@ -63,22 +63,27 @@ class Finding:
     line: int
 
 
-@dataclass(frozen=True)
 class SitePolicy:
     """What this hospital accepts from a vetted DP job without escalation."""
 
-    max_epsilon: float = 8.0
-    min_noise_multiplier: float = 0.5
-    max_grad_norm: float = 5.0
-    max_delta: float = 1e-5
-    models: tuple[str, ...] = ("lstm", "mlp", "rwe_logreg")
-    min_cell: int = 10
-    max_release_rows: int = 256
-    custom_code: str = "two-person"  # the spec's [policy] custom_code: deny / two-person / allow
+    def __init__(self, *, bounds: PlanBounds | None = None, max_epsilon: float | None = None,
+                 min_cell: int = 10, max_release_rows: int = 256, custom_code: str = "two-person"):
+        bounds = bounds or PlanBounds()
+        if max_epsilon is not None:
+            bounds = replace(bounds, max_epsilon=float(max_epsilon))
+        self.bounds = bounds  # every plan parameter, and the study's epsilon at this site
+        self.min_cell, self.max_release_rows = min_cell, max_release_rows
+        self.custom_code = custom_code  # the spec's [policy] custom_code: deny / two-person / allow
+
+    @property
+    def max_epsilon(self) -> float:
+        return self.bounds.max_epsilon
 
     @classmethod
     def for_site(cls, spec) -> "SitePolicy":
-        return cls(custom_code=getattr(spec, "custom_code", "two-person"))
+        """The site's TOML ``[policy]``: ``custom_code`` and any :class:`privacy.PlanBounds` name."""
+        return cls(bounds=getattr(spec, "plan_bounds", None) or PlanBounds(),
+                   custom_code=getattr(spec, "custom_code", "two-person"))
 
 
 @dataclass
@@ -92,6 +97,7 @@ class ReviewReport:
     epsilon_cost: float | None = None
     budget_before: float | None = None
     budget_after: float | None = None
+    study_epsilon: float | None = None  # a study request: its training plus all its evaluations
 
     def digest(self) -> str:
         import hashlib
@@ -332,35 +338,39 @@ def review_code(source: str, *, site_policy: SitePolicy | None = None, plan: dic
         if match_template(source) is not None:
             findings.append(Finding("R010", "medium", "a template's code with its inputs bound differently "
                                     "(the plan must be a sy.Constant, the data the site's asset)", func.lineno))
-    dp, cost, problems = None, None, []
+    dp, cost, problems, study_cost = None, None, [], None
     spends = template.spends if template else ("dp-sgd" if any(v.endswith(("dp_train", "secure_train"))
                                                                for v in vetted) else
                                                "per-call" if any(v.endswith(("dp_prevalence", "rwe_statistics"))
                                                                  for v in vetted) else "")
-    if plan and spends == "dp-sgd":
-        dp = {k: plan.get(k) for k in ("model", "rounds", "local_epochs", "sample_rate", "noise_multiplier",
-                                       "max_grad_norm", "epsilon", "delta")}
-        cost = planned_epsilon(plan)
-        if cost is None:
-            problems.append("the plan's DP parameters are incomplete")
-        if (plan.get("noise_multiplier") or 0) < policy.min_noise_multiplier:
-            problems.append(f"noise_multiplier {plan.get('noise_multiplier')} below {policy.min_noise_multiplier}")
-        if (plan.get("max_grad_norm") or 0) > policy.max_grad_norm:
-            problems.append(f"max_grad_norm {plan.get('max_grad_norm')} above {policy.max_grad_norm}")
-        if (plan.get("delta") or 1) > policy.max_delta:
-            problems.append(f"delta {plan.get('delta')} above {policy.max_delta}")
-        if plan.get("model") not in policy.models:
-            problems.append(f"model {plan.get('model')!r} is not one the site allows")
+    if plan and spends in ("dp-sgd", "evaluation"):
+        dp = {k: plan.get(k) for k in ("model", "rounds", "local_epochs", "lr", "sample_rate", "noise_multiplier",
+                                       "max_grad_norm", "epsilon", "delta", "eval_epsilons")}
+        training = None
+        problems.extend(plan_problems(plan, policy.bounds))
+        if not problems:
+            training = planned_epsilon(plan)
+            if training is None:
+                problems.append("the plan's DP parameters are incomplete")
+            else:
+                problems.extend(plan_problems(plan, policy.bounds, training_epsilon=training))
+        if training is not None:
+            cost = training if spends == "dp-sgd" else sum(evaluation_schedule(plan))
+            study_cost = training + sum(evaluation_schedule(plan))  # both requests draw on one budget
     elif plan and spends == "per-call":
         executions = int(((release or {}).get("settings") or {}).get("limit", 1))
         dp = {"mechanism": "laplace", "epsilon": plan.get("epsilon"), "executions": executions}
         cost = float(plan.get("epsilon") or 0) * executions  # basic composition over every allowed call
-    if cost is not None and cost > policy.max_epsilon:
+    if cost is not None and cost > policy.max_epsilon and spends == "per-call":
         problems.append(f"epsilon {cost:.2f} exceeds the site's maximum {policy.max_epsilon}")
     findings.extend(Finding("R011", "high", f"out of site policy: {p}", func.lineno) for p in problems)
     if budget_remaining is not None and cost is not None and cost > budget_remaining:
         findings.append(Finding("R012", "high", f"needs epsilon {cost:.2f} but only {budget_remaining:.2f} "
                                 "of the dataset's budget is left", func.lineno))
+    elif budget_remaining is not None and study_cost is not None and study_cost > budget_remaining:
+        findings.append(Finding("R012", "high", f"the study needs epsilon {study_cost:.2f} (training and "
+                                f"evaluation) but only {budget_remaining:.2f} of the dataset's budget is left",
+                                func.lineno))
     if release is not None:
         findings.extend(Finding("R013", "high", p, func.lineno) for p in _release_problems(release, policy))
     findings = list(dict.fromkeys(findings))  # one line per distinct finding
@@ -368,7 +378,7 @@ def review_code(source: str, *, site_policy: SitePolicy | None = None, plan: dic
     risk = "high" if "high" in severities else "medium" if ("medium" in severities or template is None) else "low"
     after = None if budget_remaining is None or cost is None else budget_remaining - cost
     return ReviewReport(func.name, risk, findings, vetted, template.name if template else None, dp, cost,
-                        budget_remaining, after)
+                        budget_remaining, after, study_cost)
 
 
 def _release_problems(release: dict, policy: SitePolicy) -> list[str]:

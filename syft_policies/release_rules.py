@@ -96,7 +96,9 @@ class _PrivateIndex:
         for c, s in self.where[lo:hi][:1000]:
             col = self.columns[c]
             k = min(len(seq), len(col) - s)
-            if k >= min_run and np.array_equal(col[s:s + k], seq[:k]):
+            # the matched window itself must say something: a run of one value (zeros at a
+            # column's end, say) matches any histogram that starts with empty cells
+            if k >= min_run and np.array_equal(col[s:s + k], seq[:k]) and len(np.unique(seq[:k])) >= 3:
                 return int(k)
         return 0
 

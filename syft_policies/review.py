@@ -212,6 +212,7 @@ def approve_request(client, request_id: str, *, ledger=None, audit=None, governa
         cost = report.epsilon_cost
         if cost is None:
             raise ReviewError("the request's study plan has incomplete DP parameters; deny it with a reason")
+        cost = max(cost, report.study_epsilon or 0.0)  # a study's requests share one budget: all of it must fit
         try:
             ledger.check(info.plan.get("dataset", ""), cost, researcher=info.researcher or "*")
         except BudgetExceeded as exc:

@@ -56,7 +56,8 @@ class Template:
     function: object
     job: str  # module.function of the vetted job it calls
     inputs: tuple[tuple[str, str], ...]  # (parameter, "asset" | "constant" | "researcher")
-    spends: str = ""  # how it spends epsilon: "dp-sgd" (a study plan) or "per-call" (plan epsilon)
+    spends: str = ""  # how it spends epsilon: "dp-sgd" (a study plan), "evaluation" (the plan's
+    # eval_epsilons) or "per-call" (plan epsilon)
 
     @property
     def source(self) -> str:
@@ -69,7 +70,7 @@ TEMPLATES = {t.name: t for t in (
     Template("secure_train", medsyft_secure_train, "datasites.jobs.secure_round.secure_train",
              (("cohort", "asset"), ("plan", "constant"), ("message", "researcher")), "dp-sgd"),
     Template("evaluate", medsyft_evaluate, "datasites.jobs.evaluation.evaluate",
-             (("cohort", "asset"), ("plan", "constant"), ("weights", "researcher"))),
+             (("cohort", "asset"), ("plan", "constant"), ("weights", "researcher")), "evaluation"),
     Template("dp_prevalence", medsyft_dp_prevalence, "datasites.jobs.analytics.dp_prevalence",
              (("cohort", "asset"), ("plan", "constant")), "per-call"),
     Template("rwe_statistics", medsyft_rwe_statistics, "datasites.jobs.rwe.rwe_statistics",

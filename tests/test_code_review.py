@@ -63,6 +63,32 @@ def test_out_of_policy_dp_parameters_and_budget_are_high_risk():
     plan = StudyPlan(study="review", sites=["a"], rounds=8, epsilon=6.0)
     source = textwrap.dedent(inspect.getsource(medsyft_train))
     strict = review_code(source, plan=plan.job_plan(), site_policy=SitePolicy(max_epsilon=3.0))
-    assert strict.risk == "high" and any("exceeds the site's maximum" in f.message for f in strict.findings)
+    assert strict.risk == "high" and any(f.rule == "R011" and "epsilon" in f.message for f in strict.findings)
     broke = review_code(source, plan=plan.job_plan(), budget_remaining=2.0)
     assert broke.risk == "high" and any(f.rule == "R012" for f in broke.findings)
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"lr": 50.0}, "lr 50.0 outside"), ({"max_grad_norm": 1e-6}, "max_grad_norm"),
+    ({"max_grad_norm": float("nan")}, "max_grad_norm must be a finite number"),
+    ({"sample_rate": 0.9}, "sample_rate"), ({"local_epochs": 40}, "local_epochs"),
+    ({"noise_multiplier": 0.1}, "noise_multiplier"), ({"model": "resnet"}, "model 'resnet'"),
+    ({"eval_epsilons": [0.5] * 200}, "200 evaluations"), ({"eval_epsilons": [9.0]}, "evaluation's epsilon"),
+    ({"eval_epsilons": [float("inf")]}, "finite, positive"), ({"eval_epsilons": [3.0, 3.0]}, "spends epsilon"),
+])
+def test_every_plan_parameter_is_bounded_by_the_site(change, words):
+    """A researcher's plan is checked field by field; each out-of-range value is high risk,
+    for the training and the evaluation request alike."""
+    plan = {**StudyPlan(study="review", sites=["a"], rounds=8, epsilon=6.0).job_plan(), **change}
+    for template in (medsyft_train, medsyft_evaluate):
+        report = review_code(textwrap.dedent(inspect.getsource(template)), plan=plan)
+        assert report.risk == "high", (template.__name__, change)
+        assert any(f.rule == "R011" and words in f.message for f in report.findings), report.findings
+
+
+def test_evaluation_request_costs_its_planned_evaluations():
+    plan = StudyPlan(study="review", sites=["a"], rounds=8, epsilon=6.0, evaluate_every=2,
+                     eval_epsilon=0.25, final_eval_epsilon=2.0)
+    report = review_code(textwrap.dedent(inspect.getsource(medsyft_evaluate)), plan=plan.job_plan())
+    assert report.risk == "low" and report.epsilon_cost == pytest.approx(3 * 0.25 + 2.0)
+    assert plan.total_epsilon == pytest.approx(plan.planned_epsilon() + 2.75)

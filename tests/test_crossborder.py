@@ -51,9 +51,14 @@ def test_only_regional_sums_crossed_and_the_custodian_decrypted_one_global_sum(r
 
 
 def test_privacy_receipt_matches_the_ledgers_and_audits_verify(run):
-    planned = run["statistics"]["epsilon_per_site"] + max(p["epsilon"] for p in run["model"]["plans"].values())
+    from federation import StudyPlan
+
+    plans = [StudyPlan.from_dict(p) for p in run["model"]["plans"].values()]
+    planned = run["statistics"]["epsilon_per_site"] + max(p.epsilon + p.evaluation_epsilon for p in plans)
     for site, spent in run["receipt"]["epsilon"].items():
         assert 0 < spent["oncology-rwe"] <= planned + 1e-6, site
+        # the receipt adds up: statistics + DP-SGD + evaluation = what the site's ledger was debited
+        assert sum(run["receipt"]["breakdown"][site].values()) == pytest.approx(spent["oncology-rwe"], rel=1e-6)
     assert all(a["verified"] for a in run["receipt"]["audit"].values())
     expected = {"NAME", "ADDRESS", "ZIP", "DATE", "PHONE", "EMAIL", "MRN", "FREE_TEXT"}
     assert all(v["published"] and expected <= set(v["raw"]) for v in run["compliance"].values())

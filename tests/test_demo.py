@@ -23,12 +23,16 @@ def test_demo_runs_the_study_and_writes_results(tmp_path):
     (denied,) = on_disk["denied"].values()
     assert denied["status"] == "denied" and denied["reason"].startswith(DENIAL_REASON)
     assert "R004" in denied["reason"] and "head" in denied["reason"]  # the automatic review's finding
-    for site, budget in on_disk["budget"].items():  # each site's ledger paid exactly the study's epsilon
-        assert budget["remaining"] == pytest.approx(20.0 - on_disk["epsilon"]["per_site"][site], abs=1e-6)
+    eps = on_disk["epsilon"]
+    for site, budget in on_disk["budget"].items():  # each site's ledger paid exactly training + evaluation
+        assert eps["total"][site] == pytest.approx(eps["per_site"][site] + eps["evaluation"][site])
+        assert eps["evaluation"][site] == pytest.approx(summary["plan"]["final_eval_epsilon"])  # 2 rounds: one
+        assert budget["remaining"] == pytest.approx(20.0 - eps["total"][site], abs=1e-6)
+        assert on_disk["receipts"][site]["final_evaluation"]["epsilon"] == eps["evaluation"][site]
     assert "federated DP-SGD" in format_summary(summary)
     for site, audit in on_disk["audit"].items():  # submissions, reviews, decisions, every execution
         assert audit["verified"] and audit["entries"] >= 2 * 3 + 2 * 2, (site, audit)
     again = run_demo(tmp_path, n_patients=600, seed=3, rounds=2, results=results, echo=lambda *_: None,
-                     progress=False)  # re-runnable on the same home: fresh sites, same data, same numbers
-    assert again["auroc"]["federated_dp"] == summary["auroc"]["federated_dp"]
-    assert again["epsilon"]["per_site"] == summary["epsilon"]["per_site"]
+                     progress=False)  # re-runnable on the same home: fresh sites, same data, same epsilon
+    assert again["hospitals"] == summary["hospitals"] and again["epsilon"]["total"] == summary["epsilon"]["total"]
+    assert again["auroc"]["federated_dp"] != summary["auroc"]["federated_dp"]  # fresh secret noise each run

@@ -15,7 +15,8 @@ from syft_policies.quiet import quiet
 from federation import PlanError, RoundRefused, Study, StudyPlan, StudyStopped, request_status
 from syft_policies import ReviewError, approve_request, deny_request, list_requests
 
-TRAIN_KEYS = {"round", "weights", "num_samples", "epsilon", "delta", "accountant", "budget_remaining", "metrics"}
+TRAIN_KEYS = {"round", "weights", "num_samples", "epsilon", "delta", "accountant", "budget_remaining", "receipt",
+              "metrics"}
 
 
 @pytest.fixture(scope="module")
@@ -91,11 +92,14 @@ def test_epsilon_matches_an_independent_accountant_and_rounds_are_capped(network
     assert _site_state(network, site, "eps-cap") == before  # nothing trained, nothing spent
 
     # what the researcher receives: weights shaped like the model, scalars, no per-patient arrays
-    reply = result.evaluations[site]
-    assert reply["n"] >= 10 and 0 <= reply["auroc"] <= 1
+    reply = result.evaluations[site]  # noised score histograms and their receipt, nothing exact
+    assert set(reply) == {"evaluation", "histogram", "receipt"} and reply["evaluation"] == 2
+    assert len(reply["histogram"]["positive"]) == len(reply["histogram"]["negative"]) == 32
+    assert reply["receipt"]["epsilon"] == study.plan.final_eval_epsilon
+    assert result.evaluation_epsilon[site] == pytest.approx(study.plan.evaluation_epsilon)
+    assert result.total_epsilon[site] == pytest.approx(result.epsilon[site] + study.plan.evaluation_epsilon)
     with pytest.raises(RuntimeError, match="Output policy is not valid"):  # Syft enforces the count too
         study.evaluate(site, result.weights)
-    assert all(b["n"] is None or b["n"] >= 10 for b in reply["calibration"])
 
 
 def test_a_train_reply_carries_no_rows(network, tmp_path):
@@ -155,11 +159,13 @@ def test_the_site_budget_is_debited_and_then_refuses_runs_and_approvals(network,
     site = sites["lyon-chu"]
     ledger = site.ledger()
     plan = StudyPlan(study="budget", sites=["lyon-chu"], rounds=3, epsilon=3.0)
-    two_rounds = ledger.spent("icu-sepsis") + plan.planned_epsilon(rounds=2) + 1e-6
+    # two rounds of DP-SGD and the two evaluations after them (each evaluation is paid too)
+    two_rounds = ledger.spent("icu-sepsis") + plan.planned_epsilon(rounds=2) + sum(plan.eval_epsilons[:2]) + 1e-6
     ledger.set_budget("icu-sepsis", two_rounds)
     study = Study(plan, {"lyon-chu": site.researcher()}, directory=tmp_path / "budget", echo=lambda *_: None,
                   progress=False)
-    with pytest.raises(PlanError, match=r"needs epsilon 3.00 at each site but lyon-chu has 2\.\d\d left"):  # the researcher sees it before sending
+    with pytest.raises(PlanError, match=rf"needs epsilon {plan.total_epsilon:.2f} at each site but lyon-chu has "
+                                        r"\d\.\d\d left"):  # the researcher sees it before sending
         study.submit()
     ledger.set_budget("icu-sepsis", 1e9)
     study.submit()
@@ -173,7 +179,7 @@ def test_the_site_budget_is_debited_and_then_refuses_runs_and_approvals(network,
     done = study.run(rounds=2)  # ...two rounds fit and are debited, exactly
     assert ledger.remaining("icu-sepsis") == pytest.approx(1e-6, abs=1e-9)
     assert sum(d["epsilon"] for d in ledger.history("icu-sepsis") if d["reference"].startswith("budget/")) \
-        == pytest.approx(done.epsilon["lyon-chu"], rel=1e-9)
+        == pytest.approx(done.total_epsilon["lyon-chu"], rel=1e-9)
     before = _site_state(network, "lyon-chu", "budget")
     with pytest.raises(RuntimeError, match="privacy budget is left"):  # ...the third is refused, saying why
         study.run()
@@ -293,8 +299,12 @@ def test_secure_aggregation_through_syft_equals_fedavg_and_survives_a_dropout(ne
     expected = plain.strategy.aggregate(start, per_site)
     secure.wait_for_approvals()
     weights, replies = secure.secure_round(secure.weights, 1)
+    # each run draws fresh secret noise, so two runs agree only up to what DP-SGD moves a weight
+    # in one round (Adam: at most about lr per step); the sum's exactness is tested in test_secagg
+    moved = 2 * secure.plan.lr * secure.plan.steps_per_round * 1.05
     for k in expected:
-        assert np.max(np.abs(weights[k] - expected[k])) < 1e-5, k  # the unmasked sum is FedAvg's
+        assert np.max(np.abs(weights[k] - expected[k])) <= moved, k  # the unmasked sum is a FedAvg step
+        assert np.max(np.abs(weights[k] - start[k])) > 0, k
     for n in names:  # what the researcher held for each site says nothing about that site's update
         true = np.concatenate([per_site[n]["num_samples"] * np.ravel(per_site[n]["weights"][k])
                                for k in sorted(per_site[n]["weights"])])
@@ -309,7 +319,7 @@ def test_secure_aggregation_through_syft_equals_fedavg_and_survives_a_dropout(ne
     survivors = {n: per_site[n] for n in names if n != names[1]}
     expected = plain.strategy.aggregate(start, survivors)
     for k in expected:
-        assert np.max(np.abs(weights[k] - expected[k])) < 1e-5, k
+        assert np.max(np.abs(weights[k] - expected[k])) <= moved, k
     from datasites.jobs.site import Refused
     from datasites.jobs.training import dp_train
 

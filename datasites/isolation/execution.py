@@ -158,11 +158,27 @@ class Execution:
                     governance.check_study(str(study))
             except ApprovalExpired as exc:
                 raise Refusal(str(exc)) from None
+            self._check_plan()
             try:
                 self.attempt = self.site.executions().begin(code=self.code_id, request=self.request,
                                                             researcher=self.researcher, limit=self._limit())
             except AttemptRefused as exc:
                 raise Refusal(str(exc)) from None
+
+    def _check_plan(self) -> None:
+        """A study template runs only on a plan inside this site's bounds, whatever was approved
+        (a later, stricter policy applies to requests approved before it)."""
+        from privacy import plan_problems, planned_epsilon
+
+        if self.template is None or self.template.spends not in ("dp-sgd", "evaluation"):
+            return
+        bounds = getattr(self.site.spec, "plan_bounds", None)
+        plan = self._plan()
+        problems = plan_problems(plan, bounds)
+        if not problems:
+            problems = plan_problems(plan, bounds, training_epsilon=planned_epsilon(plan) or 0.0)
+        if problems:
+            raise Refusal(f"{self.site.spec.name} refuses this plan: " + "; ".join(problems))
 
     def _genuine_release_policy(self) -> bool:
         import inspect

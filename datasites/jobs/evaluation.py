@@ -1,26 +1,43 @@
-"""Aggregate-only evaluation at a hospital: the vetted ``evaluate`` job.
+"""DP evaluation at a hospital: the vetted ``evaluate`` job.
 
-Returns AUROC, AUPRC, Brier score, calibration bins and ROC counts on the site's
-held-out split. Cells (calibration bins, ROC operating points) with fewer than
-``min_cell`` patients on either side are suppressed, so no answer describes a handful
-of patients. The ROC counts sit on a fixed public grid of thresholds, so the
-researcher can pool several hospitals' counts into one ROC curve.
+The researcher chooses the weights, so any exact number computed from them is a query
+they designed: with crafted weights exact ROC counts answer "is the youngest patient
+septic?". ``evaluate`` therefore releases only two histograms of the model's scores on
+the site's held-out split, one for septic and one for other patients, over a fixed
+public grid of score bins (``BIN_EDGES``), each cell with discrete Laplace noise from
+OpenDP (the site's CSPRNG).
+
+Sensitivity: adding or removing one test patient moves exactly one cell of one histogram
+by one, whatever the weights, so the L1 sensitivity is 1 and noise of scale
+``1 / epsilon`` makes each call epsilon-DP (pure, delta 0). Every call is paid from the
+site's budget before the data is read, and the approved plan fixes how many calls a
+study gets and what each costs (``eval_epsilons``). ROC curves, AUROC and calibration are
+computed by the researcher from the noised counts (``federation.metrics``): post-processing,
+free. ``site_metrics`` (exact) is for non-private baselines on data one already holds.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from privacy.bounds import evaluation_schedule, plan_problems
+
 from .cohort import check_frame, split_rows
 from .models import build_model, model_inputs, set_weights
-from .site import hospital
+from .receipt import receipt
+from .site import Refused, hospital
 
-__all__ = ["evaluate", "site_metrics", "predict", "auroc", "THRESHOLDS", "MIN_CELL"]
+__all__ = ["evaluate", "score_histograms", "site_metrics", "predict", "auroc", "THRESHOLDS", "BIN_EDGES",
+           "MIN_CELL"]
 
 MIN_CELL = 10
 # 241 thresholds, evenly spaced in logit space (0.05 apart): fine where DP models put their
 # scores, and short enough for the release policy (no list longer than 256 leaves a site).
 THRESHOLDS = 1 / (1 + np.exp(-np.linspace(-6, 6, 241)))
+# The DP histograms' bins: predicted probabilities cut at 31 public logits (-6 to 3, 0.3
+# apart; sepsis models put few scores above 0.95). Few bins keep the noise of the pooled
+# counts low; a patient's score falls in exactly one bin whatever the edges.
+BIN_EDGES = 1 / (1 + np.exp(-np.linspace(-6, 3, 31)))
 
 
 def predict(model_name: str, weights: dict, inputs: np.ndarray, *, seed: int = 0) -> np.ndarray:
@@ -93,14 +110,55 @@ def site_metrics(scores: np.ndarray, labels: np.ndarray, *, min_cell: int = MIN_
     }
 
 
+def score_histograms(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact counts of positives' and negatives' scores per bin of ``BIN_EDGES`` (32 bins)."""
+    which = np.searchsorted(BIN_EDGES, np.asarray(scores, float), side="right")
+    labels = np.asarray(labels).astype(bool)
+    size = len(BIN_EDGES) + 1
+    return (np.bincount(which[labels], minlength=size).astype(np.int64),
+            np.bincount(which[~labels], minlength=size).astype(np.int64))
+
+
+def _discrete_laplace(counts: np.ndarray, *, epsilon: float) -> list[int]:
+    """OpenDP's discrete Laplace, scale 1/epsilon, on each count (L1 sensitivity 1)."""
+    import opendp.prelude as dp
+
+    dp.enable_features("contrib")
+    measurement = dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=int)), dp.l1_distance(T=int),
+                                    scale=1.0 / epsilon)
+    assert measurement.map(1) <= epsilon * (1 + 1e-9)  # the privacy map agrees with the stated epsilon
+    return [int(v) for v in measurement([int(c) for c in counts])]
+
+
 def evaluate(cohort, weights: dict, plan: dict) -> dict:
-    """Metrics of the global ``weights`` (plus this site's local layers, if the study keeps
-    any) on this hospital's held-out split. Aggregates only."""
+    """Noised score histograms of the global ``weights`` (plus this site's local layers, if
+    the study keeps any) on this hospital's held-out split; the k-th call of a study costs
+    ``plan["eval_epsilons"][k]``."""
+    problems = plan_problems(plan)
+    if problems:
+        raise Refused("the plan is outside what this site allows: " + "; ".join(problems))
+    schedule = evaluation_schedule(plan)
     cohort = check_frame(cohort)
+    weights = dict(weights)
+    site = hospital()
+    if plan.get("local_layers"):
+        weights.update((site.load(plan["study"], "state") or {}).get("local_layers", {}))
+    model = build_model(plan["model"], seed=plan["seed"])
+    set_weights(model, weights)  # shapes and finiteness checked before anything is paid
+    done = int((site.load(plan["study"], "evaluations") or {}).get("done", 0))
+    if done >= len(schedule):
+        raise Refused(f"study {plan['study']} planned {len(schedule)} evaluations and all have run here")
+    epsilon = schedule[done]
+    left = site.debit(epsilon, reference=f"{plan['study']}/evaluation-{done + 1}")  # paid before reading
+    site.save(plan["study"], "evaluations", {"done": done + 1})
     test = split_rows(cohort, "test")
     inputs, labels = model_inputs(test, plan["model"])
-    weights = dict(weights)
-    if plan.get("local_layers"):
-        weights.update((hospital().load(plan["study"], "state") or {}).get("local_layers", {}))
     scores = predict(plan["model"], weights, inputs, seed=plan["seed"])
-    return site_metrics(scores, labels, min_cell=plan.get("min_cell", MIN_CELL))
+    positive, negative = score_histograms(scores, labels)
+    return {
+        "evaluation": done + 1,
+        "histogram": {"edges": [float(e) for e in BIN_EDGES], "positive": _discrete_laplace(positive, epsilon=epsilon),
+                      "negative": _discrete_laplace(negative, epsilon=epsilon)},
+        "receipt": receipt("discrete Laplace (OpenDP) on score histograms, L1 sensitivity 1", epsilon=epsilon,
+                           budget_remaining=left, scale=1.0 / epsilon, evaluations_left=len(schedule) - done - 1),
+    }

@@ -108,7 +108,8 @@ def get_weights(model) -> dict[str, np.ndarray]:
 
 
 def set_weights(model, weights: dict[str, np.ndarray]) -> None:
-    """Load the given tensors (a subset is fine: the rest keep their values)."""
+    """Load the given tensors (a subset is fine: the rest keep their values); refuses any
+    layer of the wrong shape or with a NaN or infinite value (weights come from researchers)."""
     import torch
 
     state = model.state_dict()
@@ -121,6 +122,8 @@ def set_weights(model, weights: dict[str, np.ndarray]) -> None:
         value = np.asarray(value, dtype=np.float32)
         if value.shape != tuple(state[key].shape):
             raise ValueError(f"{name}: expected shape {tuple(state[key].shape)}, got {value.shape}")
+        if not np.isfinite(value).all():
+            raise ValueError(f"{name}: weights must be finite numbers (NaN or inf found)")
         state[key] = torch.from_numpy(value.copy())
     model.load_state_dict(state)
 

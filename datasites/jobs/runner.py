@@ -43,7 +43,7 @@ from .site import Hospital, Refused, use_hospital
 __all__ = ["main", "Channel"]
 
 PRELOAD = ("numpy", "pandas", "torch", "torch.optim", "torch._dynamo", "opacus", "opacus.layers",
-           "opacus.data_loader", "opacus.accountants", "tenseal",
+           "opacus.data_loader", "opacus.accountants", "tenseal", "opendp.prelude",
            "cryptography.hazmat.primitives.asymmetric.x25519", "cryptography.hazmat.primitives.ciphers.aead",
            "privacy.accounting", "secagg", "he", "datasites.jobs.training", "datasites.jobs.evaluation",
            "datasites.jobs.secure_round", "datasites.jobs.analytics", "datasites.jobs.summary",

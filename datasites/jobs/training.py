@@ -3,8 +3,16 @@
 ``dp_train`` is what an approved training request calls. It trains on the site's own
 train split with Opacus (Poisson sampling, per-sample clipping to ``max_grad_norm``,
 Gaussian noise ``noise_multiplier``), continues the site's RDP accountant from the
-previous rounds, and returns the model weights, the sample count, epsilon spent so far
-and the mean training loss. Never rows, never per-patient values.
+previous rounds, and returns the model weights, the sample count and a privacy receipt.
+Never rows, never per-patient values, never the training loss (an exact function of the
+data).
+
+Nothing the researcher sends is trusted: the plan is checked against the site's bounds
+(``privacy.bounds``), the incoming weights for shape and finiteness, and every random
+draw that protects patients (Poisson sampling, the Gaussian noise) comes from a
+generator seeded with 64 fresh bits of ``os.urandom`` per call, through Opacus' secure
+noise path (four draws per coordinate, robust to floating-point attacks). The plan's
+``seed`` seeds only the model's initial weights, which are public anyway.
 
 The accountant lives at the hospital: the job reads it from, and hands it back to, the
 datasite (``site.hospital()``), which also debits the round's epsilon before any step.
@@ -13,35 +21,53 @@ datasite (``site.hospital()``), which also debits the round's epsilon before any
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 
 import numpy as np
 
 from privacy.accounting import epsilon_spent, history_key, merged_history, schedule
+from privacy.bounds import plan_problems
 
 from .cohort import check_frame, split_rows
 from .compliance import require_compliant
 from .models import build_model, get_weights, model_inputs, set_weights
+from .receipt import receipt
 from .site import Refused, hospital
 
-__all__ = ["dp_train", "train_round", "fit", "PLAN_KEYS"]
+__all__ = ["dp_train", "train_round", "fit", "secret_generator", "PLAN_KEYS"]
 
 PLAN_KEYS = ("study", "dataset", "model", "rounds", "local_epochs", "lr", "sample_rate", "noise_multiplier",
              "max_grad_norm", "epsilon", "delta", "prox_mu", "local_layers", "seed")
 
 
-_RNG_WARNED = False
+def secret_generator():
+    """A PyTorch generator seeded from the operating system's CSPRNG, fresh per call.
+
+    torchcsprng (Opacus' secure_mode source) is not in the pinned stack; a Mersenne
+    Twister seeded with 64 secret bits is unpredictable to a researcher, who sees only
+    noised weights, and no two calls share a stream.
+    """
+    import torch
+
+    return torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") & (2**63 - 1))
 
 
-def _warn_insecure_rng_once() -> None:
-    """Opacus warns on every engine; one clear warning per process is enough to be heard."""
-    global _RNG_WARNED
-    if not _RNG_WARNED:
-        _RNG_WARNED = True
-        warnings.warn("DP-SGD noise comes from PyTorch's default generator (Opacus secure_mode is off: "
-                      "torchcsprng is not in the pinned stack). Fine for simulation; a production "
-                      "hospital deployment should enable secure_mode.", UserWarning, stacklevel=3)
+def _make_private(model, optimizer, loader, *, generator, noise_multiplier, max_grad_norm, history):
+    """Opacus with ``generator`` as the noise source and its secure-mode noise (four draws
+    per coordinate); the loader already samples with the same secret generator."""
+    from opacus import PrivacyEngine
+
+    with warnings.catch_warnings():  # "secure_mode is off": its cause (a known seed) is fixed here
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        engine = PrivacyEngine(accountant="rdp", secure_mode=False)
+    engine.accountant.history = [tuple(h) for h in history]
+    trained, optimizer, loader = engine.make_private(
+        module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm, poisson_sampling=False, noise_generator=generator)
+    optimizer.secure_mode = True
+    return engine, trained, optimizer, loader
 
 
 def fit(model, inputs: np.ndarray, labels: np.ndarray, *, epochs: int, sample_rate: float, lr: float,
@@ -53,31 +79,26 @@ def fit(model, inputs: np.ndarray, labels: np.ndarray, *, epochs: int, sample_ra
     Both modes take ``round(1/sample_rate)`` steps per epoch on batches of expected size
     ``sample_rate * n``, so their cost and their result are comparable. FedProx's proximal
     pull towards ``anchor`` is applied after each optimiser step: it uses no data, so it
-    costs no privacy and does not disturb per-sample clipping.
+    costs no privacy and does not disturb per-sample clipping. ``seed`` seeds the model's
+    own randomness; under DP-SGD batches and noise come from :func:`secret_generator`
+    (never from ``seed``), in plain SGD (non-private baselines) from ``seed``.
     """
     import torch
     from opacus.data_loader import DPDataLoader
 
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
+    private = noise_multiplier is not None
+    generator = secret_generator() if private else torch.Generator().manual_seed(seed)
     data = torch.utils.data.TensorDataset(torch.from_numpy(inputs), torch.from_numpy(labels))
     steps_per_epoch, rate = schedule(sample_rate)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    private = noise_multiplier is not None
     if private:
-        from opacus import PrivacyEngine
-
-        if max_grad_norm is None or max_grad_norm <= 0:
+        if max_grad_norm is None or not max_grad_norm > 0:
             raise ValueError("DP-SGD needs a positive max_grad_norm (the per-sample clipping bound)")
-        _warn_insecure_rng_once()
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Secure RNG turned off")
-            engine = PrivacyEngine(accountant="rdp", secure_mode=False)
-        engine.accountant.history = [tuple(h) for h in (accountant or [])]
         loader = DPDataLoader(data, sample_rate=rate, generator=generator)
-        trained, optimizer, loader = engine.make_private(
-            module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=noise_multiplier,
-            max_grad_norm=max_grad_norm, poisson_sampling=False)
+        engine, trained, optimizer, loader = _make_private(
+            model, optimizer, loader, generator=generator, noise_multiplier=noise_multiplier,
+            max_grad_norm=max_grad_norm, history=accountant or [])
     else:
         batch = max(1, round(len(data) / steps_per_epoch))
         loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, generator=generator)
@@ -99,6 +120,10 @@ def fit(model, inputs: np.ndarray, labels: np.ndarray, *, epochs: int, sample_ra
                     warnings.filterwarnings("ignore", message="Full backward hook is firing")
                     loss.backward()
                 losses.append(float(loss.detach()))
+            elif private:  # an empty Poisson batch still takes its step: noise only, as accounted
+                for p in trained.parameters():
+                    if p.requires_grad:
+                        p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
             optimizer.step()
             steps += 1
             if anchors:
@@ -117,10 +142,9 @@ def _check_plan(plan: dict) -> None:
     missing = [k for k in PLAN_KEYS if k not in plan]
     if missing:
         raise ValueError(f"the study plan lacks {missing}; build it with federation.StudyPlan")
-    if plan["noise_multiplier"] is None or plan["noise_multiplier"] <= 0:
-        raise ValueError("dp_train only trains with DP-SGD: noise_multiplier must be positive")
-    if not 0 < plan["sample_rate"] <= 1:
-        raise ValueError(f"sample_rate must be in (0, 1], got {plan['sample_rate']}")
+    problems = plan_problems(plan)  # the widest bounds any site may set; the datasite applies its own
+    if problems:
+        raise Refused("the plan is outside what this site allows: " + "; ".join(problems))
 
 
 def dp_train(cohort, weights: dict, plan: dict) -> dict:
@@ -165,8 +189,7 @@ def train_round(cohort, weights: dict, plan: dict) -> dict:
     anchor = get_weights(model)
     run = fit(model, inputs, labels, epochs=plan["local_epochs"], sample_rate=plan["sample_rate"],
               lr=plan["lr"], noise_multiplier=plan["noise_multiplier"], max_grad_norm=plan["max_grad_norm"],
-              accountant=accountant, prox_mu=plan["prox_mu"], anchor=anchor,
-              seed=plan["seed"] + 1000 * (rounds_done + 1))
+              accountant=accountant, prox_mu=plan["prox_mu"], anchor=anchor, seed=plan["seed"])
     new = get_weights(model)
     accountant = [tuple(h) for h in run["accountant"]]
     if merged_history(accountant) != merged_history(projected):  # e.g. a step skipped: recompute
@@ -182,5 +205,9 @@ def train_round(cohort, weights: dict, plan: dict) -> dict:
         "delta": plan["delta"],
         "accountant": [list(h) for h in accountant],
         "budget_remaining": budget_left,
-        "metrics": {"train_loss": run["loss"], "steps": run["steps"], "seconds": round(run["seconds"], 3)},
+        "receipt": receipt("DP-SGD (Opacus, Poisson sampling, Gaussian noise, RDP accountant)",
+                           epsilon=epsilon_after - spent, delta=plan["delta"], budget_remaining=budget_left,
+                           study_epsilon=epsilon_after, noise_multiplier=plan["noise_multiplier"],
+                           max_grad_norm=plan["max_grad_norm"]),
+        "metrics": {"steps": run["steps"]},
     }
