@@ -98,8 +98,10 @@ class StudyPlan:
             if len(self.sites) < 2:
                 problems.append("secure aggregation needs at least 2 sites (one site's sum is its update)")
             threshold = self.secagg_threshold or max(2, len(self.sites) // 2 + 1)
-            if not 2 <= threshold <= len(self.sites):
-                problems.append(f"secagg_threshold must be between 2 and {len(self.sites)}")
+            if not 2 <= threshold <= len(self.sites) or 2 * threshold <= len(self.sites):
+                problems.append(f"secagg_threshold must be more than half of the {len(self.sites)} sites (so that "
+                                f"a lying relay cannot gather it for two survivor sets), at least 2, at most "
+                                f"{len(self.sites)}")
             object.__setattr__(self, "secagg_threshold", threshold)
         if problems:
             raise PlanError("invalid study plan:\n  - " + "\n  - ".join(problems))
@@ -174,6 +176,7 @@ class StudyPlan:
                 "epsilon": math.ceil(self.epsilon * 1000) / 1000, "delta": self.delta,
                 "prox_mu": strategy.prox_mu, "local_layers": list(strategy.local_layers()), "seed": self.seed,
                 "secure_aggregation": self.secure_aggregation, "secagg_threshold": self.secagg_threshold,
+                "sites": list(self.sites),
                 "eval_epsilons": self.eval_epsilons}
 
     def to_dict(self) -> dict:

@@ -316,8 +316,11 @@ class Study:
         replies = each(shares, lambda s: step(s, step="mask", weights=shared, inbox=inboxes[ids[s]]))
         survivors, dropped = server.collect_masked({ids[s]: r["masked"] for s, r in replies.items()})
         names = {i: s for s, i in ids.items()}
-        answers = each([names[i] for i in survivors],
-                       lambda s: step(s, step="unmask", survivors=survivors, dropped=dropped))
+        # the consistency round: every survivor signs the survivor set; shares need t signatures
+        signed = each([names[i] for i in survivors], lambda s: step(s, step="consistency", survivors=survivors))
+        signatures = {ids[s]: r["signature"] for s, r in signed.items()}
+        answers = each(list(signed), lambda s: step(s, step="unmask", survivors=survivors, dropped=dropped,
+                                                    signatures=signatures))
         try:
             return server.unmask(list(answers.values())), replies
         except (AggregationFailed, KeyError) as exc:

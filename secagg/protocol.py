@@ -17,7 +17,17 @@ Four steps, every message relayed by the aggregator (sites never talk to each ot
 A dropped site's update is never revealed (its y never arrived; if it arrives late, its
 self-mask is still unknown), and no survivor's update is: its ``b`` is only rebuilt once
 its y is in the sum. Primitives come from ``cryptography``; Shamir sharing is
-``secagg.shamir``. Honest-but-curious aggregator; no defence against sites that lie.
+``secagg.shamir``.
+
+Against a lying relay (the malicious-server version of the paper): the aggregator could
+tell one site that j dropped (it reveals j's ``s`` share) and another that j survived (it
+reveals j's ``b`` share), then rebuild both and unmask j alone. So, between masking and
+unmasking, a consistency round: each survivor signs the survivor set it was told
+(:meth:`SecAggSite.agree`) and reveals shares only with at least ``t`` valid signatures of
+distinct sites on exactly that set (:meth:`SecAggSite.unmask`). A site signs one set per
+round and ``t`` is more than half the sites, so two different sets can never both gather
+``t`` signatures. Signatures, and the adverts' keys, are checked by the caller with keys
+it trusts (the sites' long-term Ed25519 keys), never keys the relay supplies.
 """
 
 from __future__ import annotations
@@ -35,7 +45,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from . import shamir
 from .fixed_point import FixedPoint
 
-__all__ = ["SecAggSite", "SecAggServer", "AggregationFailed", "secure_sum", "flatten", "unflatten"]
+__all__ = ["SecAggSite", "SecAggServer", "AggregationFailed", "secure_sum", "flatten", "unflatten",
+           "consistency_message", "advert_message"]
 
 SHARE_BYTES = 66  # an element of GF(2^521 - 1)
 
@@ -101,6 +112,7 @@ class SecAggSite:
         self._inbox: dict[int, bytes] = {}
         self._masked = False
         self._unmasked = False
+        self._agreed: list[int] | None = None
 
     def advertise(self) -> dict:
         return {"site": self.id, "c_pk": _raw(self._c.public_key()), "s_pk": _raw(self._s.public_key())}
@@ -117,10 +129,10 @@ class SecAggSite:
                                      serialization.NoEncryption()).hex()
         return {"id": self.id, "context": self.context, "fraction_bits": self.codec.fraction_bits,
                 "c": private(self._c), "s": private(self._s), "b": self._b.hex(),
-                "roster": [{"site": r["site"], "c_pk": r["c_pk"].hex(), "s_pk": r["s_pk"].hex()}
-                           for r in self._roster.values()],
+                "roster": [{"site": r["site"], "name": r.get("name", ""), "c_pk": r["c_pk"].hex(),
+                            "s_pk": r["s_pk"].hex()} for r in self._roster.values()],
                 "inbox": {str(k): v.hex() for k, v in self._inbox.items()},
-                "masked": self._masked, "unmasked": self._unmasked}
+                "masked": self._masked, "unmasked": self._unmasked, "agreed": self._agreed}
 
     @classmethod
     def from_state(cls, state: dict) -> "SecAggSite":
@@ -128,11 +140,17 @@ class SecAggSite:
         site._c = X25519PrivateKey.from_private_bytes(bytes.fromhex(state["c"]))
         site._s = X25519PrivateKey.from_private_bytes(bytes.fromhex(state["s"]))
         site._b = bytes.fromhex(state["b"])
-        site._roster = {int(r["site"]): {"site": int(r["site"]), "c_pk": bytes.fromhex(r["c_pk"]),
-                                         "s_pk": bytes.fromhex(r["s_pk"])} for r in state["roster"]}
+        site._roster = {int(r["site"]): {"site": int(r["site"]), "name": r.get("name", ""),
+                                         "c_pk": bytes.fromhex(r["c_pk"]), "s_pk": bytes.fromhex(r["s_pk"])}
+                        for r in state["roster"]}
         site._inbox = {int(k): bytes.fromhex(v) for k, v in state["inbox"].items()}
         site._masked, site._unmasked = state["masked"], state["unmasked"]
+        site._agreed = state.get("agreed")
         return site
+
+    def roster_names(self) -> dict[int, dict]:
+        """``{site id: {"name": ...}}`` of the roster this site shared its keys with."""
+        return {i: {"name": r.get("name", "")} for i, r in self._roster.items()}
 
     def _channel(self, other: int) -> AESGCM:
         peer = X25519PublicKey.from_public_bytes(self._roster[other]["c_pk"])
@@ -143,8 +161,8 @@ class SecAggSite:
         """Encrypted shares of ``b`` and of the ``s`` key, one per site in ``roster``."""
         if self._roster:
             raise AggregationFailed(f"site {self.id} already shared its keys this round")
-        self._roster = {int(r["site"]): {"site": int(r["site"]), "c_pk": bytes(r["c_pk"]), "s_pk": bytes(r["s_pk"])}
-                        for r in roster}
+        self._roster = {int(r["site"]): {"site": int(r["site"]), "name": str(r.get("name", "")),
+                                         "c_pk": bytes(r["c_pk"]), "s_pk": bytes(r["s_pk"])} for r in roster}
         if self.id not in self._roster:
             raise ValueError("this site is not in the roster it was given")
         if len(self._roster) < max(2, threshold):
@@ -180,11 +198,41 @@ class SecAggSite:
         self._masked = True
         return unflatten(y, {k: np.shape(v) for k, v in update.items()})
 
-    def unmask(self, *, survivors: list[int], dropped: list[int]) -> dict:
-        """Shares of the survivors' self-masks and the dropped sites' keys; once per round."""
+    def agree(self, survivors: list[int], *, threshold: int) -> bytes:
+        """The consistency round: remember the survivor set this site was told and return the
+        message it signs. Once per round, and only after masking."""
+        if not self._masked:
+            raise AggregationFailed(f"site {self.id} has not masked an update this round")
+        if self._agreed is not None:
+            raise AggregationFailed(f"site {self.id} already signed this round's survivor set")
+        told = sorted({int(i) for i in survivors})
+        if not set(told) <= set(self._inbox) or self.id not in told:
+            raise AggregationFailed("the survivor set does not match this round's sites")
+        if len(told) < threshold:
+            raise AggregationFailed(f"{len(told)} survivors cannot reach threshold {threshold}")
+        self._agreed = told
+        return consistency_message(self.context, told)
+
+    def unmask(self, *, survivors: list[int], dropped: list[int], signatures: dict[int, bytes] | None = None,
+               verify=None, threshold: int | None = None) -> dict:
+        """Shares of the survivors' self-masks and the dropped sites' keys; once per round.
+
+        With ``verify(site_id, message, signature) -> bool`` (trusted keys), the survivors must
+        be the set this site signed in :meth:`agree`, and ``signatures`` must hold at least
+        ``threshold`` valid ones from distinct survivors on that same set."""
         survivors, dropped = set(survivors), set(dropped)
         if self._unmasked:
             raise AggregationFailed(f"site {self.id} already answered the unmasking of this round")
+        if verify is not None:
+            if self._agreed is None or sorted(survivors) != self._agreed:
+                raise AggregationFailed("the survivor set differs from the one this site signed: the relay "
+                                        "told sites different things, so no share is revealed")
+            message = consistency_message(self.context, self._agreed)
+            valid = {int(i) for i, sig in (signatures or {}).items()
+                     if int(i) in survivors and verify(int(i), message, bytes(sig))}
+            if len(valid) < (threshold or 2):
+                raise AggregationFailed(f"only {len(valid)} valid signatures on the survivor set; "
+                                        f"{threshold} are needed before any share is revealed")
         if survivors & dropped:
             raise AggregationFailed(f"sites {sorted(survivors & dropped)} cannot be both survivors and dropped: "
                                     "that would expose their updates")
@@ -263,6 +311,16 @@ class SecAggServer:
         return unflatten(self.codec.decode(total), shapes)
 
 
+def consistency_message(context: str, survivors) -> bytes:
+    return f"medsyft-secagg/consistency/{context}/{','.join(str(int(i)) for i in sorted(survivors))}".encode()
+
+
+def advert_message(context: str, advert: dict) -> bytes:
+    """What a site signs when it advertises its round keys (binds them to its name and id)."""
+    return (f"medsyft-secagg/advert/{context}/{int(advert['site'])}/{advert.get('name', '')}/".encode()
+            + bytes(advert["c_pk"]) + bytes(advert["s_pk"]))
+
+
 def flatten_uint(update: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([np.asarray(update[k], dtype=np.uint64).ravel() for k in sorted(update)])
 
@@ -271,13 +329,27 @@ def secure_sum(updates: dict[int, dict[str, np.ndarray]], *, threshold: int, con
                drop_after_masking: set[int] = frozenset(), codec: FixedPoint | None = None):
     """All four steps in one process (tests, benchmarks). Returns ``(sum, masked_inputs)``;
     the sites in ``drop_after_masking`` mask their update and then never deliver it."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     codec = codec or FixedPoint()
     sites = {i: SecAggSite(i, context=context, codec=codec) for i in updates}
+    keys = {i: Ed25519PrivateKey.generate() for i in updates}  # each site's long-term signing key
+
+    def verify(i, message, signature):
+        try:
+            keys[i].public_key().verify(signature, message)
+            return True
+        except (InvalidSignature, KeyError):
+            return False
+
     server = SecAggServer(context=context, threshold=threshold, codec=codec)
     roster = server.collect_adverts([s.advertise() for s in sites.values()])
     inboxes = server.route_shares({i: s.share_keys(roster, threshold=threshold) for i, s in sites.items()})
     masked = {i: s.masked_input(updates[i], inbox=inboxes[i]) for i, s in sites.items()}
     arrived = {i: y for i, y in masked.items() if i not in drop_after_masking}
     survivors, dropped = server.collect_masked(arrived)
-    responses = [sites[i].unmask(survivors=survivors, dropped=dropped) for i in survivors]
+    signatures = {i: keys[i].sign(sites[i].agree(survivors, threshold=threshold)) for i in survivors}
+    responses = [sites[i].unmask(survivors=survivors, dropped=dropped, signatures=signatures, verify=verify,
+                                 threshold=threshold) for i in survivors]
     return server.unmask(responses), arrived

@@ -34,3 +34,20 @@ def site(network_home, specs):
     handle = start_site(specs[0], network_home)
     yield handle
     handle.stop()
+
+
+@pytest.fixture(scope="session")
+def network(tmp_path_factory, network_home, specs):
+    """Three fresh in-process hospitals on a copy of the session's generated data (studies
+    and the secure-aggregation attacks share them: each uses its own study ids)."""
+    import shutil
+
+    from datasites import start_site
+
+    home = tmp_path_factory.mktemp("study-home")
+    for spec in specs:
+        shutil.copytree(network_home / spec.name / "data", home / spec.name / "data")
+    sites = {spec.name: start_site(spec, home) for spec in specs}
+    yield home, sites
+    for site in sites.values():
+        site.stop()

@@ -88,3 +88,58 @@ def test_fixed_point_refuses_what_it_cannot_hold():
         FixedPoint().encode(np.array([np.nan]))
     with pytest.raises(ValueError, match="overflow"):
         FixedPoint().encode(np.array([1e13]))
+
+
+def _signed_round(n=3, threshold=2, context="t/lying"):
+    """Sites up to masking, with long-term Ed25519 keys the sites trust for each other."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    updates = _updates(n, seed=7)
+    sites = {i: SecAggSite(i, context=context) for i in updates}
+    keys = {i: Ed25519PrivateKey.generate() for i in updates}
+
+    def verify(i, message, signature):
+        try:
+            keys[i].public_key().verify(signature, message)
+            return True
+        except (InvalidSignature, KeyError):
+            return False
+
+    server = SecAggServer(context=context, threshold=threshold)
+    roster = server.collect_adverts([s.advertise() for s in sites.values()])
+    inboxes = server.route_shares({i: s.share_keys(roster, threshold=threshold) for i, s in sites.items()})
+    masked = {i: s.masked_input(updates[i], inbox=inboxes[i]) for i, s in sites.items()}
+    return updates, sites, keys, verify, masked
+
+
+def test_a_relay_telling_sites_different_survivor_sets_gets_no_share():
+    """The attack: site 1 is told that 3 dropped (so it would reveal 3's pairwise key) and
+    site 2 that 3 survived (so it would reveal 3's self-mask): both together unmask site 3's
+    update alone. Each site signs only the set it was told; no set gathers t = 2 signatures
+    from both, so every honest site refuses."""
+    _, sites, keys, verify, _ = _signed_round()
+    told = {1: [1, 2], 2: [1, 2, 3], 3: [1, 2, 3]}
+    signatures = {i: keys[i].sign(sites[i].agree(told[i], threshold=2)) for i in sites}
+    with pytest.raises(AggregationFailed, match="valid signatures"):  # only its own signature on [1, 2]
+        sites[1].unmask(survivors=[1, 2], dropped=[3], signatures=signatures, verify=verify, threshold=2)
+    with pytest.raises(AggregationFailed, match="differs from the one this site signed"):
+        sites[2].unmask(survivors=[1, 2], dropped=[3], signatures=signatures, verify=verify, threshold=2)
+    # site 2 can still reveal b-shares for the set it signed with 3 (2 and 3 agree): no s-share of 3
+    reply = sites[2].unmask(survivors=[1, 2, 3], dropped=[], signatures=signatures, verify=verify, threshold=2)
+    assert reply["s"] == {} and set(reply["b"]) == {1, 2, 3}
+
+
+def test_forged_or_missing_signatures_and_a_second_agreement_are_refused():
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    _, sites, keys, verify, _ = _signed_round()
+    message = sites[1].agree([1, 2, 3], threshold=2)
+    with pytest.raises(AggregationFailed, match="already signed"):
+        sites[1].agree([1, 2], threshold=2)  # one set per round
+    relay_key = Ed25519PrivateKey.generate()  # the relay signs for site 2 with a key of its own
+    forged = {1: keys[1].sign(message), 2: relay_key.sign(message), 3: b"\0" * 64}
+    with pytest.raises(AggregationFailed, match="only 1 valid"):
+        sites[1].unmask(survivors=[1, 2, 3], dropped=[], signatures=forged, verify=verify, threshold=2)
+    with pytest.raises(AggregationFailed, match="has not masked"):
+        SecAggSite(9, context="t/lying").agree([9], threshold=1)

@@ -4,7 +4,6 @@ limits, denials, checkpoints and resume."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -17,20 +16,6 @@ from syft_policies import ReviewError, approve_request, deny_request, list_reque
 
 TRAIN_KEYS = {"round", "weights", "num_samples", "epsilon", "delta", "accountant", "budget_remaining", "receipt",
               "metrics"}
-
-
-@pytest.fixture(scope="module")
-def network(tmp_path_factory, network_home, specs):
-    """Three fresh in-process hospitals on a copy of the session's generated data."""
-    from datasites import start_site
-
-    home = tmp_path_factory.mktemp("study-home")
-    for spec in specs:
-        shutil.copytree(network_home / spec.name / "data", home / spec.name / "data")
-    sites = {spec.name: start_site(spec, home) for spec in specs}
-    yield home, sites
-    for site in sites.values():
-        site.stop()
 
 
 def _study(network, tmp_path, **plan_options):

@@ -37,8 +37,11 @@ def prepare_site(site) -> None:
 
     Without isolation the datasite still opens (officers can review, owners can read the
     ledger) but every execution is refused with the reason."""
+    from .mediator import publish_key
+
     site.executions().recover()
     harden(site.site_dir)
+    publish_key(site)
     try:
         check()
     except IsolationUnavailable as exc:

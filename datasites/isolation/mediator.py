@@ -8,7 +8,10 @@ A worker never writes the site's files. It asks; the :class:`Mediator` checks an
 - ``load`` / ``save`` of a study document (accountant, local layers, secure-aggregation
   state), kept per researcher under ``<site>/jobs/<researcher>/<study>/`` and locked for
   the whole execution, so one researcher's plan cannot name another's study;
-- ``sign(message)`` with the site's HE signing key.
+- ``sign(message)`` with the site's Ed25519 signing key;
+- ``peers()``: the federation's sites and their public signing keys, from the directory
+  where each hospital publishes its own (``<home>/federation-keys/<site>.pub``), never
+  from anything a researcher sends.
 
 Everything here is for the site's own templates only. Custom code gets a refusal: it can
 neither read nor rewind a study's accountant, nor debit (a debit it chose would be a
@@ -28,7 +31,31 @@ from syft_policies.files import private_file, write_private
 from ..jobs import wire
 from ..jobs.site import Hospital
 
-__all__ = ["Mediator", "StudyStore"]
+__all__ = ["Mediator", "StudyStore", "publish_key", "federation_keys"]
+
+KEYS_DIR = "federation-keys"
+
+
+def publish_key(site) -> None:
+    """Publish this hospital's public signing key where the federation's datasites read it."""
+    from ..credentials import site_signer
+
+    directory = Path(site.site_dir).parent / KEYS_DIR
+    directory.mkdir(mode=0o755, exist_ok=True)
+    path = directory / f"{site.spec.name}.pub"
+    key = site_signer(site.site_dir, site.spec.name).public_key
+    if not path.exists() or path.read_bytes() != key:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(key)
+        tmp.replace(path)
+
+
+def federation_keys(home: Path) -> dict[str, bytes]:
+    """``{site: Ed25519 public key}`` of every hospital that published one under ``home``."""
+    directory = Path(home) / KEYS_DIR
+    if not directory.is_dir():
+        return {}
+    return {p.stem: p.read_bytes() for p in sorted(directory.glob("*.pub")) if len(p.read_bytes()) == 32}
 
 
 class StudyStore:
@@ -96,6 +123,8 @@ class Mediator:
             if not isinstance(payload, bytes) or len(payload) > 4096:
                 return self._refuse("sign takes at most 4096 bytes")
             return {"value": site_signer(self.site.site_dir, self.site.spec.name).sign(payload)}
+        if op == "peers":
+            return {"value": federation_keys(Path(self.site.site_dir).parent)}
         return self._refuse(f"unknown request {op!r}")
 
     def _refuse(self, message: str) -> dict:

@@ -83,6 +83,9 @@ class Channel(Hospital):
     def sign(self, message: bytes) -> bytes:
         return self._ask("sign", message=bytes(message))
 
+    def peers(self) -> dict[str, bytes]:
+        return {str(k): bytes(v) for k, v in (self._ask("peers") or {}).items()}
+
 
 def _drop_privileges(uid: int | None) -> None:
     if uid is not None and os.getuid() == 0:

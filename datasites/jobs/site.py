@@ -44,7 +44,13 @@ class Hospital(ABC):
 
     @abstractmethod
     def sign(self, message: bytes) -> bytes:
-        """The hospital's Ed25519 signature of ``message`` (its HE contributions)."""
+        """The hospital's Ed25519 signature of ``message`` (its HE contributions, its secure-
+        aggregation keys and survivor sets)."""
+
+    @abstractmethod
+    def peers(self) -> dict[str, bytes]:
+        """The federation's sites and their Ed25519 public keys, as the datasite trusts them
+        (published by each hospital, never taken from a researcher's message)."""
 
     @staticmethod
     def check_name(study: str, name: str) -> None:
@@ -57,11 +63,14 @@ class Hospital(ABC):
 class LocalHospital(Hospital):
     """A hospital in memory: for dry runs on mocks and for experiments without a datasite."""
 
-    def __init__(self, name: str = "dry-run", *, dry_run: bool = True):
+    def __init__(self, name: str = "dry-run", *, dry_run: bool = True, peers: dict[str, bytes] | None = None):
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         self.name, self.dry_run = name, dry_run
         self.debits: list[tuple[float, str]] = []
         self._docs: dict[tuple[str, str], Any] = {}
-        self._key = None
+        self._key = Ed25519PrivateKey.generate()
+        self._peers = dict(peers or {})
 
     def debit(self, epsilon: float, *, reference: str) -> float | None:
         self.debits.append((float(epsilon), reference))
@@ -76,10 +85,20 @@ class LocalHospital(Hospital):
         self._docs[(study, name)] = value
 
     def sign(self, message: bytes) -> bytes:
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-        self._key = self._key or Ed25519PrivateKey.generate()
         return self._key.sign(message)
+
+    @property
+    def public_key(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
+        return self._key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+    def peers(self) -> dict[str, bytes]:
+        return {**self._peers, self.name: self.public_key}
+
+    def trust(self, others: dict[str, bytes]) -> None:
+        """Experiments: the federation's keys (e.g. ``{h.name: h.public_key for h in hospitals}``)."""
+        self._peers.update(others)
 
 
 _CURRENT: Hospital | None = None
