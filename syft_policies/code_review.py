@@ -25,6 +25,7 @@ import html
 from dataclasses import dataclass, field, replace
 
 from privacy import PlanBounds, evaluation_schedule, plan_problems, planned_epsilon
+from privacy.queries import query_epsilon
 
 from .templates import TEMPLATES, match_template
 
@@ -357,11 +358,25 @@ def review_code(source: str, *, site_policy: SitePolicy | None = None, plan: dic
         if training is not None:
             cost = training if spends == "dp-sgd" else sum(evaluation_schedule(plan))
             study_cost = training + sum(evaluation_schedule(plan))  # both requests draw on one budget
+    elif plan and spends == "query":
+        executions = int(((release or {}).get("settings") or {}).get("limit", 1))
+        try:
+            per_call = query_epsilon(plan)
+        except ValueError as exc:
+            problems.append(f"the query plan cannot run: {exc}")
+        else:
+            dp = {"mechanism": "OpenDP (Laplace, discrete Laplace)", "epsilon": per_call, "executions": executions,
+                  "queries": ", ".join(f"{q['name']} ({q['kind']}, {q['epsilon']})" for q in plan["queries"])}
+            cost = per_call * executions  # basic composition over every allowed call
+    elif spends == "fixed" and template is not None:
+        executions = int(((release or {}).get("settings") or {}).get("limit", 1))
+        dp = {"mechanism": "OpenDP (Laplace, discrete Laplace)", "epsilon": template.epsilon, "executions": executions}
+        cost = float(template.epsilon) * executions
     elif plan and spends == "per-call":
         executions = int(((release or {}).get("settings") or {}).get("limit", 1))
         dp = {"mechanism": "laplace", "epsilon": plan.get("epsilon"), "executions": executions}
         cost = float(plan.get("epsilon") or 0) * executions  # basic composition over every allowed call
-    if cost is not None and cost > policy.max_epsilon and spends == "per-call":
+    if cost is not None and cost > policy.max_epsilon and spends in ("per-call", "query"):
         problems.append(f"epsilon {cost:.2f} exceeds the site's maximum {policy.max_epsilon}")
     findings.extend(Finding("R011", "high", f"out of site policy: {p}", func.lineno) for p in problems)
     if budget_remaining is not None and cost is not None and cost > budget_remaining:

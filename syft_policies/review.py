@@ -55,7 +55,7 @@ def _inputs(code) -> tuple[tuple[str, ...], dict | None]:
             if kind in ("Matches", "UID"):
                 data.append(kw)
             elif kind == "Constant" and isinstance(getattr(rule, "val", None), dict) \
-                    and "epsilon" in rule.val:
+                    and ("epsilon" in rule.val or "queries" in rule.val):
                 plan = dict(rule.val)
     return tuple(data), plan
 
@@ -110,6 +110,24 @@ def _info(request) -> RequestInfo:
         inputs=input_kinds(code),
         extra_changes=extra,
     )
+
+
+def _datasets_read(client, request) -> list[str]:
+    """Names of the site's datasets whose assets the request's code is bound to."""
+    from .quiet import quiet
+
+    try:
+        bound = set()
+        for rules in (request.code.input_policy_init_kwargs or {}).values():
+            for rule in (rules.values() if isinstance(rules, dict) else ()):
+                for value in (rule, getattr(rule, "val", None), getattr(rule, "id", None)):
+                    if value is not None and not isinstance(value, (dict, list)):
+                        bound |= {str(value), str(getattr(value, "no_dash", value))}
+        with quiet():
+            return [d.name for d in client.datasets
+                    if any({str(a.action_id), a.action_id.no_dash} & bound for a in d.asset_list)]
+    except Exception:  # noqa: BLE001 - unreadable: fall back to the plan's own name, as before
+        return []
 
 
 def _all(client) -> list:
@@ -213,8 +231,9 @@ def approve_request(client, request_id: str, *, ledger=None, audit=None, governa
         if cost is None:
             raise ReviewError("the request's study plan has incomplete DP parameters; deny it with a reason")
         cost = max(cost, report.study_epsilon or 0.0)  # a study's requests share one budget: all of it must fit
-        try:
-            ledger.check(info.plan.get("dataset", ""), cost, researcher=info.researcher or "*")
+        try:  # the datasets the request reads (its assets), never a name the researcher wrote
+            for dataset in _datasets_read(client, request) or [(info.plan or {}).get("dataset", "")]:
+                ledger.check(dataset, cost, researcher=info.researcher or "*")
         except BudgetExceeded as exc:
             raise ReviewError(f"cannot approve {info.function}: {exc}") from exc
     approval = None

@@ -45,9 +45,14 @@ def medsyft_rwe_statistics(cohort, plan, message):
     return rwe_statistics(cohort, plan, message)
 
 
+def medsyft_dp_query(cohort, plan):
+    from datasites.jobs.query import dp_query
+    return dp_query(cohort, plan)
+
+
 def medsyft_cohort_summary(patients, encounters, conditions):
     from datasites.jobs.summary import cohort_summary
-    return cohort_summary(patients, encounters, conditions, min_cell=10)
+    return cohort_summary(patients, encounters, conditions, epsilon=1.0)
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,8 @@ class Template:
     job: str  # module.function of the vetted job it calls
     inputs: tuple[tuple[str, str], ...]  # (parameter, "asset" | "constant" | "researcher")
     spends: str = ""  # how it spends epsilon: "dp-sgd" (a study plan), "evaluation" (the plan's
-    # eval_epsilons) or "per-call" (plan epsilon)
+    # eval_epsilons), "query" (a DP query plan's total), "per-call" (plan epsilon) or "fixed"
+    epsilon: float | None = None  # "fixed": what each call costs, written in the template itself
 
     @property
     def source(self) -> str:
@@ -75,8 +81,10 @@ TEMPLATES = {t.name: t for t in (
              (("cohort", "asset"), ("plan", "constant")), "per-call"),
     Template("rwe_statistics", medsyft_rwe_statistics, "datasites.jobs.rwe.rwe_statistics",
              (("cohort", "asset"), ("plan", "constant"), ("message", "researcher")), "per-call"),
+    Template("dp_query", medsyft_dp_query, "datasites.jobs.query.dp_query",
+             (("cohort", "asset"), ("plan", "constant")), "query"),
     Template("cohort_summary", medsyft_cohort_summary, "datasites.jobs.summary.cohort_summary",
-             (("patients", "asset"), ("encounters", "asset"), ("conditions", "asset"))),
+             (("patients", "asset"), ("encounters", "asset"), ("conditions", "asset")), "fixed", 1.0),
 )}
 
 

@@ -15,7 +15,7 @@ from scratchnet.exfiltration import ATTEMPTS
 
 BENIGN = {
     "vetted summary": ("def f(patients, encounters, conditions):\n    from datasites.jobs.summary import cohort_summary\n"
-                       "    return cohort_summary(patients, encounters, conditions, min_cell=10)\n"),
+                       "    return cohort_summary(patients, encounters, conditions, epsilon=1.0)\n"),
     "plain aggregate": ("def f(patients):\n    n = len(patients)\n"
                         "    share = float((patients['GENDER'] == 'F').mean())\n"
                         "    return {'n': int(n), 'female_share': round(share, 2)}\n"),

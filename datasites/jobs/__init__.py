@@ -7,7 +7,9 @@ log, the site's files): a job asks its :func:`site.hospital` for what it needs.
 - ``training.dp_train``: one DP-SGD round (Opacus), the site's accountant continued;
 - ``evaluation.evaluate``: aggregate metrics, small cells suppressed;
 - ``secure_round.secure_train``: a round whose update leaves only masked (secagg);
-- ``analytics.dp_prevalence``: Laplace-noised counts;
+- ``query.dp_query``: the DP query job (OpenDP): counts, sums, means, histograms,
+  quantiles, contingency tables and regression statistics over declared columns;
+- ``analytics.dp_prevalence``: noised patient and case counts (a fixed query plan);
 - ``summary.cohort_summary``: cohort size, prevalence and mean age, small cells suppressed;
 - ``rwe.rwe_statistics``: DP-noised, HE-encrypted, signed oncology statistics;
 - ``runner``: the worker process itself; ``wire``: the data-only format of its replies.
@@ -15,10 +17,10 @@ log, the site's files): a job asks its :func:`site.hospital` for what it needs.
 
 from importlib import import_module
 
-__all__ = ["dp_train", "evaluate", "secure_train", "dp_prevalence", "cohort_summary", "rwe_statistics"]
+__all__ = ["dp_train", "evaluate", "secure_train", "dp_query", "dp_prevalence", "cohort_summary", "rwe_statistics"]
 
 _WHERE = {"dp_train": "training", "evaluate": "evaluation", "secure_train": "secure_round",
-          "dp_prevalence": "analytics", "cohort_summary": "summary", "rwe_statistics": "rwe"}
+          "dp_prevalence": "analytics", "dp_query": "query", "cohort_summary": "summary", "rwe_statistics": "rwe"}
 
 
 def __getattr__(name: str):

@@ -6,7 +6,7 @@ within each treatment arm (the odds ratios of response the report shows). The ep
 split: half to the counts (a patient counts once in ``n``, the histogram, the treatment
 table and each of the 5 biomarker tables: L1 sensitivity 8), a quarter each to the sum
 of (age - 65) and of its square, ages clipped to 20-90 (sensitivities 45 and 2025). Each
-cell gets its Laplace noise before it is encrypted under the study's public key (whose
+cell gets OpenDP's Laplace noise (the site's CSPRNG) before it is encrypted under the study's public key (whose
 SHA-256 is pinned in the approved plan, so a researcher cannot slip in a key they can
 decrypt with) and signed with the site's own key (the datasite signs; the key never
 enters the worker). The epsilon is paid from the ledger first; the site never releases
@@ -16,7 +16,6 @@ a plaintext cell.
 from __future__ import annotations
 
 import hashlib
-import secrets
 
 import numpy as np
 
@@ -24,6 +23,7 @@ from synthetic_data.oncology import BIOMARKERS
 
 from .cohort import check_frame
 from .compliance import require_compliant
+from .query import noisy_sums
 from .site import Refused, hospital
 
 __all__ = ["rwe_statistics", "rwe_cells", "RWE_CELLS", "RWE_SCHEMA", "SENSITIVITY", "NOISE", "AGE_BINS",
@@ -79,9 +79,11 @@ def rwe_statistics(cohort, plan: dict, message: dict) -> dict:
     if site.dry_run:  # the mock twin / a dry run: the layout, no data, no key
         return {"dry_run": True, "cells": list(RWE_CELLS)}
     left = site.debit(epsilon, reference=f"{plan['study']}/rwe_statistics")
-    rng = np.random.default_rng(secrets.randbits(128))
-    noisy = {c: v + float(rng.laplace(0.0, NOISE.get(c, SENSITIVITY / 0.5) / epsilon))
-             for c, v in rwe_cells(frame).items()}
+    cells = rwe_cells(frame)
+    noisy = {}
+    for scale in sorted({NOISE.get(c, SENSITIVITY / 0.5) for c in cells}):  # OpenDP's Laplace, CSPRNG
+        names = [c for c in cells if NOISE.get(c, SENSITIVITY / 0.5) == scale]
+        noisy.update(zip(names, noisy_sums([cells[c] for c in names], scale, epsilon)))
     unsigned = encrypt_cells(noisy, public=public, by=site.name, study=plan["study"], query=plan["query"])
     signed = Contribution(**{**unsigned.__dict__, "signature": site.sign(unsigned.message())})
     return {**signed.to_dict(), "epsilon": epsilon, "budget_remaining": left}
