@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 from .conftest import audited
 
@@ -13,8 +12,14 @@ def probe_one_row(cohort, row):
     return cohort.iloc[row["i"]:row["i"] + 1]
 
 
-def test_blocked_attempts_count_and_back_off(attacker):
+def test_blocked_attempts_count_and_back_off(attacker, monkeypatch):
+    """Two blocked tries are free, then the site makes the attacker wait, twice as long after
+    each further failure. (The waits are set long here, so a slow machine cannot let an
+    attempt slip through between two calls.)"""
+    from datasites.isolation import attempts as policy
+
     site = attacker.site
+    monkeypatch.setattr(policy, "FIRST_WAIT", 30.0)
     attacker.submit(probe_one_row, limit=50)
     outcomes = [attacker.run(probe_one_row, row={"i": i}) for i in range(8)]
     name = attacker.names[probe_one_row]
@@ -25,9 +30,10 @@ def test_blocked_attempts_count_and_back_off(attacker):
     assert len(refused) == 6 and all("try again in" in e["reason"] for e in refused)
     assert all("release policy" in message for _, message in outcomes[:2])
     assert all("blocked or failed attempts in a row" in message for _, message in outcomes[2:])
-    time.sleep(5.2)  # after the back-off one more attempt runs (and is blocked), then the wait doubles
+    monkeypatch.setattr(policy, "FIRST_WAIT", 0.01)  # the wait is over: one more attempt runs (blocked)
     assert "release policy" in attacker.run(probe_one_row, row={"i": 9})[1]
-    assert re.search(r"try again in (8|9|10) s", attacker.run(probe_one_row, row={"i": 10})[1])
+    monkeypatch.setattr(policy, "FIRST_WAIT", 30.0)  # a third failure in a row: the wait doubles to 60 s
+    assert re.search(r"try again in (5\d|60) s", attacker.run(probe_one_row, row={"i": 10})[1])
     attempts = site.executions().attempts(ran[0]["code"])
     assert [a["outcome"] for a in attempts] == ["blocked"] * 3  # refused ones never reached a worker
 
