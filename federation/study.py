@@ -316,9 +316,13 @@ class Study:
         replies = each(shares, lambda s: step(s, step="mask", weights=shared, inbox=inboxes[ids[s]]))
         survivors, dropped = server.collect_masked({ids[s]: r["masked"] for s, r in replies.items()})
         names = {i: s for s, i in ids.items()}
-        # the consistency round: every survivor signs the survivor set; shares need t signatures
+        # the consistency round: every survivor signs the survivor set (and the sites it masked
+        # with); a site reveals shares only once all of them did
         signed = each([names[i] for i in survivors], lambda s: step(s, step="consistency", survivors=survivors))
-        signatures = {ids[s]: r["signature"] for s, r in signed.items()}
+        try:
+            signatures = server.collect_signatures({ids[s]: r["signature"] for s, r in signed.items()})
+        except AggregationFailed as exc:
+            raise StudyStopped(f"round {round_no} could not be unmasked: {exc}") from exc
         answers = each(list(signed), lambda s: step(s, step="unmask", survivors=survivors, dropped=dropped,
                                                     signatures=signatures))
         try:

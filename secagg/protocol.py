@@ -1,41 +1,57 @@
-"""The secure-aggregation protocol of Bonawitz et al. (CCS 2017), one round.
+"""The secure-aggregation protocol of Bonawitz et al. (CCS 2017), one round, with the
+consistency round of its malicious-server version.
 
-Four steps, every message relayed by the aggregator (sites never talk to each other):
+Five steps, every message relayed by the aggregator (sites never talk to each other):
 
-1. ``advertise``   each site makes two fresh X25519 key pairs: ``c`` to encrypt shares to
-                   one another, ``s`` to agree on pairwise masks.
-2. ``share_keys``  each site draws a self-mask seed ``b`` and Shamir-splits ``b`` and its
-                   ``s`` private key among all sites (threshold ``t``), each share encrypted
-                   (AES-GCM, key from X25519 + HKDF) for its holder.
-3. ``masked_input`` y_i = x_i + PRG(b_i) + sum_{j>i} PRG(s_ij) - sum_{j<i} PRG(s_ij)  (mod 2^64),
-                   x_i the fixed-point update, PRG = AES-256-CTR keyed by HKDF output.
-4. ``unmask``      told which sites' y arrived, each survivor returns its shares of the
-                   survivors' ``b`` and of the dropped sites' ``s`` keys, never both for
-                   one site. The aggregator removes the self-masks and the dropped sites'
-                   dangling pairwise masks; the pairwise masks between survivors cancel.
+1. ``advertise``    each site makes two fresh X25519 key pairs: ``c`` to encrypt shares to
+                    one another, ``s`` to agree on pairwise masks; it signs them, with its
+                    id, its name, the round's context and the researcher's session, with its
+                    long-term Ed25519 key.
+2. ``share_keys``   every advert's signature is checked with ``verify``: keys the site
+                    trusts, never keys in the relayed message. Then the site draws a
+                    self-mask seed ``b`` and Shamir-splits ``b`` and its ``s`` private key
+                    among the roster (threshold ``t``, more than half of the roster), each
+                    share encrypted (AES-GCM, key from X25519 + HKDF) for its holder.
+3. ``masked_input`` y_i = x_i + PRG(b_i) + sum_{j>i} PRG(s_ij) - sum_{j<i} PRG(s_ij)  (mod 2^64)
+                    over the sites ``U2`` whose shares reached i (at least ``t``), x_i the
+                    fixed-point update, PRG = AES-256-CTR keyed by HKDF output.
+4. ``agree``        told the survivors ``U3`` (the sites whose y arrived), each survivor
+                    signs (context, session, the adverts of ``U2``, ``U2``, ``U3``). Once per
+                    round.
+5. ``unmask``       only if EVERY survivor signed exactly what this site signed: its shares
+                    of the survivors' ``b`` and of the dropped sites' (``U2 - U3``) ``s``
+                    keys, never both for one site, once per round. The aggregator removes
+                    the self-masks and the dropped sites' dangling pairwise masks; the
+                    pairwise masks between survivors cancel.
 
-A dropped site's update is never revealed (its y never arrived; if it arrives late, its
-self-mask is still unknown), and no survivor's update is: its ``b`` is only rebuilt once
-its y is in the sum. Primitives come from ``cryptography``; Shamir sharing is
-``secagg.shamir``.
+What a lying relay cannot do, and why:
 
-Against a lying relay (the malicious-server version of the paper): the aggregator could
-tell one site that j dropped (it reveals j's ``s`` share) and another that j survived (it
-reveals j's ``b`` share), then rebuild both and unmask j alone. So, between masking and
-unmasking, a consistency round: each survivor signs the survivor set it was told
-(:meth:`SecAggSite.agree`) and reveals shares only with at least ``t`` valid signatures of
-distinct sites on exactly that set (:meth:`SecAggSite.unmask`). A site signs one set per
-round and ``t`` is more than half the sites, so two different sets can never both gather
-``t`` signatures. Signatures, and the adverts' keys, are checked by the caller with keys
-it trusts (the sites' long-term Ed25519 keys), never keys the relay supplies.
+- tell sites different survivor sets (one then reveals j's ``s`` share, another j's ``b``
+  share): a holder reveals one of the two, once, and ``t`` is more than half of the
+  holders, so never ``t`` of both; and an agreement needs the signatures of all of its
+  survivors (at least ``t``), so two different ones would share a site that signed twice;
+- shrink a site's ``U2`` so that its y carries few pairwise masks (down to none) and its
+  ``b`` alone unmasks it: ``U2`` is in the signed agreement, and a survivor's ``b`` is
+  revealed only with that survivor's own signature on the same ``U2`` and ``U3``, so each
+  survivor's y is masked with every other survivor;
+- swap a site's advertised keys for its own (man in the middle): adverts are signed;
+- replay signatures or adverts from another round, study or researcher: they sign the
+  context, the session and (agreements) this round's fresh keys.
+
+What it still learns: the sum over a survivor set of at least ``t`` sites, as with honest
+dropouts. Primitives come from ``cryptography``; Shamir sharing is ``secagg.shamir``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import secrets
+from typing import Callable
 
 import numpy as np
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -46,9 +62,15 @@ from . import shamir
 from .fixed_point import FixedPoint
 
 __all__ = ["SecAggSite", "SecAggServer", "AggregationFailed", "secure_sum", "flatten", "unflatten",
-           "consistency_message", "advert_message"]
+           "advert_message", "consistency_message", "trusting", "Verify"]
 
 SHARE_BYTES = 66  # an element of GF(2^521 - 1)
+KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+
+Verify = Callable[[str, bytes, bytes], bool]
+"""``verify(site_name, message, signature)``: True only for that site's signature under a key
+the caller trusts (never one that came with the relayed message)."""
 
 
 class AggregationFailed(RuntimeError):
@@ -99,74 +121,150 @@ def _pair_masks(private: X25519PrivateKey, me: int, publics: dict[int, bytes], c
     return total
 
 
-class SecAggSite:
-    """One site's side of one aggregation round; its secrets never leave it unshared."""
+def _site_id(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
+        raise ValueError(f"site ids are positive integers, got {value!r}")
+    return int(value)
 
-    def __init__(self, site_id: int, *, context: str, codec: FixedPoint | None = None):
-        if site_id < 1:
-            raise ValueError("site ids are positive integers")
-        self.id, self.context, self.codec = site_id, context, codec or FixedPoint()
+
+def _ids(values, what: str) -> list[int]:
+    if not isinstance(values, (list, tuple, set, frozenset)):
+        raise ValueError(f"{what} must be a list of site ids")
+    ids = [_site_id(v) for v in values]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{what} lists a site twice")
+    return sorted(ids)
+
+
+def _bytes(value, what: str, size: int | None = None) -> bytes:
+    if not isinstance(value, (bytes, bytearray)) or (size is not None and len(value) != size):
+        raise ValueError(f"{what} must be {size or 'some'} bytes")
+    return bytes(value)
+
+
+def _advert(entry) -> dict:
+    """One roster entry, checked for shape (its signature is checked by the caller's trust)."""
+    if not isinstance(entry, dict):
+        raise ValueError("a roster entry must be an advert (a dict)")
+    name = entry.get("name")
+    if not isinstance(name, str) or not name or len(name) > 200:
+        raise ValueError("an advert must name its site")
+    return {"site": _site_id(entry.get("site")), "name": name,
+            "c_pk": _bytes(entry.get("c_pk"), "an advert's c_pk", KEY_BYTES),
+            "s_pk": _bytes(entry.get("s_pk"), "an advert's s_pk", KEY_BYTES),
+            "signature": _bytes(entry.get("signature", b""), "an advert's signature")}
+
+
+def advert_message(context: str, session: str, advert: dict) -> bytes:
+    """What a site signs when it advertises its round keys: binds them to its id and name, the
+    round and the researcher it runs for."""
+    head = json.dumps(["medsyft-secagg/advert/v2", context, session, int(advert["site"]), str(advert["name"])])
+    return head.encode() + b"\0" + bytes(advert["c_pk"]) + bytes(advert["s_pk"])
+
+
+def consistency_message(context: str, session: str, roster: dict[int, dict], shared, survivors) -> bytes:
+    """What a survivor signs in the consistency round: the round, the researcher, the adverts
+    of the sites it masked with (``shared``, U2) and the survivors (U3). Fixed size (a digest)."""
+    body = json.dumps([context, session, [[i, roster[i]["name"], roster[i]["c_pk"].hex(), roster[i]["s_pk"].hex()]
+                                          for i in sorted(shared)], sorted(survivors)])
+    return b"medsyft-secagg/consistency/v2\0" + hashlib.sha256(body.encode()).digest()
+
+
+class SecAggSite:
+    """One site's side of one aggregation round; its secrets never leave it unshared.
+
+    ``name``: the site's name in the federation (what ``verify`` knows it by); ``session``:
+    who the round runs for (the same at every site), so that nothing signed for another
+    researcher's round of the same context is accepted here."""
+
+    def __init__(self, site_id: int, *, context: str, name: str = "", session: str = "",
+                 codec: FixedPoint | None = None):
+        self.id = _site_id(site_id)
+        if not isinstance(context, str) or not context:
+            raise ValueError("a round needs a context (study and round)")
+        self.context, self.name, self.session = context, str(name or f"site-{self.id}"), str(session)
+        self.codec = codec or FixedPoint()
         self._c, self._s = X25519PrivateKey.generate(), X25519PrivateKey.generate()
         self._b = secrets.token_bytes(32)
+        self._threshold = 0
         self._roster: dict[int, dict] = {}
         self._inbox: dict[int, bytes] = {}
         self._masked = False
-        self._unmasked = False
         self._agreed: list[int] | None = None
+        self._unmasked = False
 
-    def advertise(self) -> dict:
-        return {"site": self.id, "c_pk": _raw(self._c.public_key()), "s_pk": _raw(self._s.public_key())}
+    def advertise(self, sign: Callable[[bytes], bytes] | None = None) -> dict:
+        """This round's public keys, signed with ``sign`` (the site's long-term key)."""
+        advert = {"site": self.id, "name": self.name, "c_pk": _raw(self._c.public_key()),
+                  "s_pk": _raw(self._s.public_key())}
+        if sign is not None:
+            advert["signature"] = bytes(sign(advert_message(self.context, self.session, advert)))
+        return advert
 
     @property
     def stage(self) -> str:
-        return "unmasked" if self._unmasked else "masked" if self._masked else "shared" if self._roster \
-            else "advertised"
+        return "unmasked" if self._unmasked else "agreed" if self._agreed is not None else "masked" \
+            if self._masked else "shared" if self._roster else "advertised"
 
     def to_state(self) -> dict:
         """Everything this site must remember between the round's steps (secret: keep it at the site)."""
         def private(key):
             return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                      serialization.NoEncryption()).hex()
-        return {"id": self.id, "context": self.context, "fraction_bits": self.codec.fraction_bits,
+        return {"version": 2, "id": self.id, "name": self.name, "session": self.session, "context": self.context,
+                "fraction_bits": self.codec.fraction_bits, "threshold": self._threshold,
                 "c": private(self._c), "s": private(self._s), "b": self._b.hex(),
-                "roster": [{"site": r["site"], "name": r.get("name", ""), "c_pk": r["c_pk"].hex(),
-                            "s_pk": r["s_pk"].hex()} for r in self._roster.values()],
+                "roster": [{"site": r["site"], "name": r["name"], "c_pk": r["c_pk"].hex(), "s_pk": r["s_pk"].hex()}
+                           for r in self._roster.values()],
                 "inbox": {str(k): v.hex() for k, v in self._inbox.items()},
-                "masked": self._masked, "unmasked": self._unmasked, "agreed": self._agreed}
+                "masked": self._masked, "agreed": self._agreed, "unmasked": self._unmasked}
 
     @classmethod
     def from_state(cls, state: dict) -> "SecAggSite":
-        site = cls(state["id"], context=state["context"], codec=FixedPoint(state["fraction_bits"]))
+        if not isinstance(state, dict) or state.get("version") != 2:
+            raise AggregationFailed("this round's state predates the consistency round; start a new round")
+        site = cls(state["id"], context=state["context"], name=state["name"], session=state["session"],
+                   codec=FixedPoint(state["fraction_bits"]))
         site._c = X25519PrivateKey.from_private_bytes(bytes.fromhex(state["c"]))
         site._s = X25519PrivateKey.from_private_bytes(bytes.fromhex(state["s"]))
         site._b = bytes.fromhex(state["b"])
-        site._roster = {int(r["site"]): {"site": int(r["site"]), "name": r.get("name", ""),
-                                         "c_pk": bytes.fromhex(r["c_pk"]), "s_pk": bytes.fromhex(r["s_pk"])}
-                        for r in state["roster"]}
+        site._threshold = int(state["threshold"])
+        site._roster = {int(r["site"]): {"site": int(r["site"]), "name": r["name"], "c_pk": bytes.fromhex(r["c_pk"]),
+                                         "s_pk": bytes.fromhex(r["s_pk"])} for r in state["roster"]}
         site._inbox = {int(k): bytes.fromhex(v) for k, v in state["inbox"].items()}
-        site._masked, site._unmasked = state["masked"], state["unmasked"]
-        site._agreed = state.get("agreed")
+        site._masked, site._unmasked = bool(state["masked"]), bool(state["unmasked"])
+        site._agreed = None if state["agreed"] is None else [int(i) for i in state["agreed"]]
         return site
-
-    def roster_names(self) -> dict[int, dict]:
-        """``{site id: {"name": ...}}`` of the roster this site shared its keys with."""
-        return {i: {"name": r.get("name", "")} for i, r in self._roster.items()}
 
     def _channel(self, other: int) -> AESGCM:
         peer = X25519PublicKey.from_public_bytes(self._roster[other]["c_pk"])
         a, b = sorted((self.id, other))
         return AESGCM(_kdf(self._c.exchange(peer), f"medsyft-secagg/share/{self.context}/{a}-{b}"))
 
-    def share_keys(self, roster: list[dict], *, threshold: int) -> dict[int, bytes]:
-        """Encrypted shares of ``b`` and of the ``s`` key, one per site in ``roster``."""
+    def share_keys(self, roster: list[dict], *, threshold: int, verify: Verify) -> dict[int, bytes]:
+        """Encrypted shares of ``b`` and of the ``s`` key, one per site in ``roster``, once every
+        advert in it is checked with ``verify``. Once per round."""
         if self._roster:
             raise AggregationFailed(f"site {self.id} already shared its keys this round")
-        self._roster = {int(r["site"]): {"site": int(r["site"]), "name": str(r.get("name", "")),
-                                         "c_pk": bytes(r["c_pk"]), "s_pk": bytes(r["s_pk"])} for r in roster}
-        if self.id not in self._roster:
-            raise ValueError("this site is not in the roster it was given")
-        if len(self._roster) < max(2, threshold):
-            raise AggregationFailed(f"{len(self._roster)} sites cannot reach threshold {threshold}")
+        if not isinstance(roster, (list, tuple)):
+            raise ValueError("the roster must be a list of adverts")
+        adverts = [_advert(entry) for entry in roster]
+        by_id = {a["site"]: a for a in adverts}
+        if len(by_id) != len(adverts) or len({a["name"] for a in adverts}) != len(adverts):
+            raise AggregationFailed("the roster lists a site twice")
+        own = self.advertise()
+        if {k: (by_id.get(self.id) or {}).get(k) for k in own} != own:
+            raise AggregationFailed("the roster does not carry this site's own advert")
+        for a in adverts:
+            if not verify(a["name"], advert_message(self.context, self.session, a), a["signature"]):
+                raise AggregationFailed(f"the advert of site {a['site']} ({a['name']}) is not signed by that site "
+                                        "with the key this site trusts: its keys may have been replaced")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or threshold < 2 \
+                or 2 * threshold <= len(by_id) or threshold > len(by_id):
+            raise AggregationFailed(f"threshold {threshold!r} must be an integer of at least 2, at most the "
+                                    f"{len(by_id)} sites and more than half of them")
+        self._threshold = int(threshold)
+        self._roster = {i: {k: a[k] for k in ("site", "name", "c_pk", "s_pk")} for i, a in by_id.items()}
         holders = sorted(self._roster)
         s_private = self._s.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                           serialization.NoEncryption())
@@ -187,66 +285,86 @@ class SecAggSite:
             raise AggregationFailed(f"site {self.id} already masked an update this round")
         if not self._roster:
             raise AggregationFailed(f"site {self.id} has not shared its keys this round")
-        self._inbox = {int(k): v for k, v in inbox.items()}
-        senders = set(self._inbox)
-        if self.id not in senders:
+        if not isinstance(inbox, dict):
+            raise ValueError("the inbox must map sender ids to encrypted shares")
+        received = {_site_id(k): _bytes(v, "an encrypted share") for k, v in inbox.items()}
+        if self.id not in received:
             raise ValueError("the inbox lacks this site's own share")
+        if not set(received) <= set(self._roster):
+            raise AggregationFailed(f"the inbox holds shares from sites {sorted(set(received) - set(self._roster))} "
+                                    "that are not in this round's roster")
+        if len(received) < self._threshold:
+            raise AggregationFailed(f"shares from {len(received)} sites cannot reach threshold {self._threshold}")
+        for j, blob in received.items():  # an inbox that will not decrypt would only fail at unmasking
+            self._open(j, blob)
         x = self.codec.encode(flatten(update))
-        publics = {j: self._roster[j]["s_pk"] for j in senders}
+        self._inbox = received
+        publics = {j: self._roster[j]["s_pk"] for j in received}
         y = x + prg(_kdf(self._b, f"medsyft-secagg/self/{self.context}"), len(x)) \
             + _pair_masks(self._s, self.id, publics, self.context, len(x))
         self._masked = True
         return unflatten(y, {k: np.shape(v) for k, v in update.items()})
 
-    def agree(self, survivors: list[int], *, threshold: int) -> bytes:
+    def _open(self, sender: int, blob: bytes) -> bytes:
+        try:
+            return self._channel(sender).decrypt(blob[:12], blob[12:], f"{sender}->{self.id}".encode())
+        except (InvalidTag, ValueError):
+            raise AggregationFailed(f"the share from site {sender} does not decrypt: it was not made for "
+                                    "this site this round") from None
+
+    def agree(self, survivors: list[int]) -> bytes:
         """The consistency round: remember the survivor set this site was told and return the
-        message it signs. Once per round, and only after masking."""
+        message it signs (which also names the sites it masked with). Once per round."""
         if not self._masked:
             raise AggregationFailed(f"site {self.id} has not masked an update this round")
         if self._agreed is not None:
             raise AggregationFailed(f"site {self.id} already signed this round's survivor set")
-        told = sorted({int(i) for i in survivors})
+        told = _ids(survivors, "the survivor set")
         if not set(told) <= set(self._inbox) or self.id not in told:
-            raise AggregationFailed("the survivor set does not match this round's sites")
-        if len(told) < threshold:
-            raise AggregationFailed(f"{len(told)} survivors cannot reach threshold {threshold}")
+            raise AggregationFailed("the survivor set does not match the sites this site masked with")
+        if len(told) < self._threshold:
+            raise AggregationFailed(f"{len(told)} survivors cannot reach threshold {self._threshold}")
         self._agreed = told
-        return consistency_message(self.context, told)
+        return self._agreement()
 
-    def unmask(self, *, survivors: list[int], dropped: list[int], signatures: dict[int, bytes] | None = None,
-               verify=None, threshold: int | None = None) -> dict:
-        """Shares of the survivors' self-masks and the dropped sites' keys; once per round.
+    def _agreement(self) -> bytes:
+        return consistency_message(self.context, self.session, self._roster, self._inbox, self._agreed)
 
-        With ``verify(site_id, message, signature) -> bool`` (trusted keys), the survivors must
-        be the set this site signed in :meth:`agree`, and ``signatures`` must hold at least
-        ``threshold`` valid ones from distinct survivors on that same set."""
-        survivors, dropped = set(survivors), set(dropped)
+    def unmask(self, *, survivors: list[int], dropped: list[int], signatures: dict[int, bytes],
+               verify: Verify) -> dict:
+        """Shares of the survivors' self-masks and the dropped sites' keys; once per round, and
+        only if every survivor signed (``verify``: trusted keys) the agreement this site signed."""
         if self._unmasked:
             raise AggregationFailed(f"site {self.id} already answered the unmasking of this round")
-        if verify is not None:
-            if self._agreed is None or sorted(survivors) != self._agreed:
-                raise AggregationFailed("the survivor set differs from the one this site signed: the relay "
-                                        "told sites different things, so no share is revealed")
-            message = consistency_message(self.context, self._agreed)
-            valid = {int(i) for i, sig in (signatures or {}).items()
-                     if int(i) in survivors and verify(int(i), message, bytes(sig))}
-            if len(valid) < (threshold or 2):
-                raise AggregationFailed(f"only {len(valid)} valid signatures on the survivor set; "
-                                        f"{threshold} are needed before any share is revealed")
-        if survivors & dropped:
-            raise AggregationFailed(f"sites {sorted(survivors & dropped)} cannot be both survivors and dropped: "
-                                    "that would expose their updates")
         if not self._masked:
             raise AggregationFailed(f"site {self.id} has not masked an update this round")
-        if not (survivors | dropped) <= set(self._inbox) or self.id not in survivors:
-            raise AggregationFailed("the survivor / dropped lists do not match this round's sites")
+        if self._agreed is None:
+            raise AggregationFailed(f"site {self.id} has not signed a survivor set this round; the consistency "
+                                    "step comes first")
+        survivors, dropped = _ids(survivors, "the survivor set"), _ids(dropped, "the dropped list")
+        if set(survivors) & set(dropped):
+            raise AggregationFailed(f"sites {sorted(set(survivors) & set(dropped))} cannot be both survivors and "
+                                    "dropped: that would expose their updates")
+        if survivors != self._agreed:
+            raise AggregationFailed("the survivor set differs from the one this site signed: the relay told sites "
+                                    "different things, so no share is revealed")
+        if dropped != sorted(set(self._inbox) - set(survivors)):
+            raise AggregationFailed("the dropped list must be the sites this site masked with that did not survive")
+        if not isinstance(signatures, dict):
+            raise ValueError("signatures must map site ids to signatures")
+        message, signed = self._agreement(), {_site_id(k): v for k, v in signatures.items()}
+        missing = [i for i in survivors if not (isinstance(signed.get(i), (bytes, bytearray))
+                                                and verify(self._roster[i]["name"], message, bytes(signed[i])))]
+        if missing:
+            raise AggregationFailed(f"sites {missing} did not sign the survivor set this site signed (or the relay "
+                                    "showed them other sites); every survivor must, so no share is revealed")
         self._unmasked = True
         out = {"site": self.id, "b": {}, "s": {}}
         for j, blob in self._inbox.items():
-            plain = self._channel(j).decrypt(blob[:12], blob[12:], f"{j}->{self.id}".encode())
+            plain = self._open(j, blob)
             if j in survivors:
                 out["b"][j] = int.from_bytes(plain[:SHARE_BYTES], "big")
-            elif j in dropped:
+            else:
                 out["s"][j] = int.from_bytes(plain[SHARE_BYTES:], "big")
         return out
 
@@ -261,6 +379,7 @@ class SecAggServer:
         self.roster: list[dict] = []
         self.inboxes: dict[int, dict[int, bytes]] = {}
         self.masked: dict[int, dict[str, np.ndarray]] = {}
+        self.signatures: dict[int, bytes] = {}
 
     def collect_adverts(self, adverts: list[dict]) -> list[dict]:
         if len(adverts) < self.threshold:
@@ -289,6 +408,15 @@ class SecAggServer:
                                     f"{self.threshold}, so the sum cannot be unmasked")
         return survivors, dropped
 
+    def collect_signatures(self, signatures: dict[int, bytes]) -> dict[int, bytes]:
+        """The survivors' signatures on the survivor set: every survivor's, or no site will unmask."""
+        missing = sorted(set(self.masked) - set(signatures))
+        if missing:
+            raise AggregationFailed(f"sites {missing} did not sign the survivor set; every survivor must before "
+                                    "any site reveals a share, so this round cannot be unmasked")
+        self.signatures = {i: signatures[i] for i in sorted(self.masked)}
+        return self.signatures
+
     def unmask(self, responses: list[dict]) -> dict[str, np.ndarray]:
         """The sum of the survivors' updates, from their shares."""
         survivors, dropped = sorted(self.masked), sorted(set(self.inboxes) - set(self.masked))
@@ -311,45 +439,49 @@ class SecAggServer:
         return unflatten(self.codec.decode(total), shapes)
 
 
-def consistency_message(context: str, survivors) -> bytes:
-    return f"medsyft-secagg/consistency/{context}/{','.join(str(int(i)) for i in sorted(survivors))}".encode()
-
-
-def advert_message(context: str, advert: dict) -> bytes:
-    """What a site signs when it advertises its round keys (binds them to its name and id)."""
-    return (f"medsyft-secagg/advert/{context}/{int(advert['site'])}/{advert.get('name', '')}/".encode()
-            + bytes(advert["c_pk"]) + bytes(advert["s_pk"]))
-
-
 def flatten_uint(update: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([np.asarray(update[k], dtype=np.uint64).ravel() for k in sorted(update)])
 
 
 def secure_sum(updates: dict[int, dict[str, np.ndarray]], *, threshold: int, context: str,
                drop_after_masking: set[int] = frozenset(), codec: FixedPoint | None = None):
-    """All four steps in one process (tests, benchmarks). Returns ``(sum, masked_inputs)``;
-    the sites in ``drop_after_masking`` mask their update and then never deliver it."""
-    from cryptography.exceptions import InvalidSignature
+    """All five steps in one process (tests, benchmarks, labs), each site with a long-term
+    Ed25519 key the others trust. Returns ``(sum, masked_inputs)``; the sites in
+    ``drop_after_masking`` mask their update and then never deliver it."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     codec = codec or FixedPoint()
     sites = {i: SecAggSite(i, context=context, codec=codec) for i in updates}
-    keys = {i: Ed25519PrivateKey.generate() for i in updates}  # each site's long-term signing key
-
-    def verify(i, message, signature):
-        try:
-            keys[i].public_key().verify(signature, message)
-            return True
-        except (InvalidSignature, KeyError):
-            return False
-
+    keys = {s.name: Ed25519PrivateKey.generate() for s in sites.values()}
+    verify = trusting({name: key.public_key() for name, key in keys.items()})
     server = SecAggServer(context=context, threshold=threshold, codec=codec)
-    roster = server.collect_adverts([s.advertise() for s in sites.values()])
-    inboxes = server.route_shares({i: s.share_keys(roster, threshold=threshold) for i, s in sites.items()})
+    roster = server.collect_adverts([s.advertise(keys[s.name].sign) for s in sites.values()])
+    inboxes = server.route_shares({i: s.share_keys(roster, threshold=threshold, verify=verify)
+                                   for i, s in sites.items()})
     masked = {i: s.masked_input(updates[i], inbox=inboxes[i]) for i, s in sites.items()}
     arrived = {i: y for i, y in masked.items() if i not in drop_after_masking}
     survivors, dropped = server.collect_masked(arrived)
-    signatures = {i: keys[i].sign(sites[i].agree(survivors, threshold=threshold)) for i in survivors}
-    responses = [sites[i].unmask(survivors=survivors, dropped=dropped, signatures=signatures, verify=verify,
-                                 threshold=threshold) for i in survivors]
+    signatures = server.collect_signatures({i: keys[sites[i].name].sign(sites[i].agree(survivors))
+                                            for i in survivors})
+    responses = [sites[i].unmask(survivors=survivors, dropped=dropped, signatures=signatures, verify=verify)
+                 for i in survivors]
     return server.unmask(responses), arrived
+
+
+def trusting(keys: dict) -> Verify:
+    """A :data:`Verify` over ``{site name: Ed25519 public key (object or 32 raw bytes)}``."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    trusted = {str(n): k if isinstance(k, Ed25519PublicKey) else Ed25519PublicKey.from_public_bytes(bytes(k))
+               for n, k in keys.items()}
+
+    def verify(name: str, message: bytes, signature: bytes) -> bool:
+        key = trusted.get(name)
+        if key is None or not isinstance(signature, (bytes, bytearray)) or len(signature) != SIGNATURE_BYTES:
+            return False
+        try:
+            key.verify(bytes(signature), message)
+            return True
+        except InvalidSignature:
+            return False
+    return verify

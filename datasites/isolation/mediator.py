@@ -11,7 +11,9 @@ A worker never writes the site's files. It asks; the :class:`Mediator` checks an
 - ``sign(message)`` with the site's Ed25519 signing key;
 - ``peers()``: the federation's sites and their public signing keys, from the directory
   where each hospital publishes its own (``<home>/federation-keys/<site>.pub``), never
-  from anything a researcher sends.
+  from anything a researcher sends;
+- ``researcher()``: a hash of the requesting researcher's e-mail, which secure-aggregation
+  signatures name (a signature made for one researcher's study is worthless in another's).
 
 Everything here is for the site's own templates only. Custom code gets a refusal: it can
 neither read nor rewind a study's accountant, nor debit (a debit it chose would be a
@@ -125,6 +127,8 @@ class Mediator:
             return {"value": site_signer(self.site.site_dir, self.site.spec.name).sign(payload)}
         if op == "peers":
             return {"value": federation_keys(Path(self.site.site_dir).parent)}
+        if op == "researcher":  # what secure-aggregation signatures name, so they count for one researcher only
+            return {"value": hashlib.sha256(self.researcher.lower().encode()).hexdigest()}
         return self._refuse(f"unknown request {op!r}")
 
     def _refuse(self, message: str) -> dict:

@@ -32,7 +32,7 @@ START_TIMEOUT = 180.0
 # bwrap --die-with-parent ties a sandbox to the *thread* that started it: start them all
 # from one thread that lives as long as the process.
 _SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="medsyft-spawner")
-REQUESTS = ("debit", "load", "save", "sign", "peers")
+REQUESTS = ("debit", "load", "save", "sign", "peers", "researcher")
 
 
 @dataclass(frozen=True)

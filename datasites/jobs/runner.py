@@ -86,6 +86,9 @@ class Channel(Hospital):
     def peers(self) -> dict[str, bytes]:
         return {str(k): bytes(v) for k, v in (self._ask("peers") or {}).items()}
 
+    def researcher(self) -> str:
+        return str(self._ask("researcher"))
+
 
 def _drop_privileges(uid: int | None) -> None:
     if uid is not None and os.getuid() == 0:

@@ -3,15 +3,20 @@
 The researcher relays the five steps of secure aggregation (``secagg``) through one
 approved request, one call per step: ``advertise`` (fresh keys, signed with the
 hospital's long-term key), ``share`` (encrypted Shamir shares for the other sites, once
-every advert's signature checks out against the keys this datasite trusts), ``mask``
-(train with DP-SGD, then mask ``num_samples * weights`` and ``num_samples``),
-``consistency`` (sign the survivor set it was told) and ``unmask`` (shares that remove the
-survivors' self-masks and the dropped sites' pairwise masks, only with ``t`` valid
-signatures of distinct sites on that same set). A relay that tells sites different
-survivor sets gets no shares at all. The site's secrets for the round stay at the
-hospital (its study document ``secagg-round-N``, kept by the datasite); each step runs at
-most once per round. The masked reply carries nothing else of the site but public plan
-numbers and a privacy receipt.
+every advert's signature checks out against the keys this datasite trusts: ``peers()``,
+never the message), ``mask`` (train with DP-SGD, then mask ``num_samples * weights`` and
+``num_samples``), ``consistency`` (sign the survivor set it was told, with the sites it
+masked with) and ``unmask`` (shares that remove the survivors' self-masks and the dropped
+sites' pairwise masks, only once every survivor signed that same agreement). Site ids are
+bound to site names by the signed adverts; names must be sites of the approved plan, and
+the threshold more than half of them. Everything signed names the researcher the datasite
+runs the request for, so nothing from another researcher's study of the same name counts.
+
+A relay that tells sites different survivor sets, shrinks a site's set of peers, swaps a
+site's keys or replays a step gets a refusal and no share. The site's secrets for the
+round stay at the hospital (its study document ``secagg-round-N``, kept by the datasite);
+each step runs at most once per round. The masked reply carries nothing else of the site
+but public plan numbers and a privacy receipt: no loss, no sample count, no timing.
 """
 
 from __future__ import annotations
@@ -25,47 +30,26 @@ from .training import train_round
 __all__ = ["secure_train", "SECURE_STEPS"]
 
 SECURE_STEPS = ("advertise", "share", "mask", "consistency", "unmask")
+_FIELDS = {"advertise": ("site_id",), "share": ("roster",), "mask": ("weights", "inbox"),
+           "consistency": ("survivors",), "unmask": ("survivors", "dropped", "signatures")}
 
 
-def _verifier(plan: dict, roster: dict[int, dict], site):
-    """``verify(site_id, message, signature)`` with the keys the datasite trusts for the
-    study's sites, each id bound to the site name its signed advert gave."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+def _verifier(plan: dict, site):
+    """``verify(name, message, signature)`` under the keys this datasite trusts (``peers()``),
+    for the approved plan's sites only."""
+    from secagg.protocol import trusting
 
     trusted = site.peers()
-
-    def verify(site_id: int, message: bytes, signature: bytes) -> bool:
-        name = (roster.get(int(site_id)) or {}).get("name")
-        if name not in plan.get("sites", ()) or name not in trusted:
-            return False
-        try:
-            Ed25519PublicKey.from_public_bytes(trusted[name]).verify(signature, message)
-            return True
-        except (InvalidSignature, ValueError):
-            return False
-    return verify
+    return trusting({name: trusted[name] for name in plan.get("sites", ()) if name in trusted})
 
 
-def _check_roster(plan: dict, roster: list, site, context: str) -> dict[int, dict]:
-    """Every advert signed by a distinct site of the approved plan, with keys the datasite trusts."""
-    from secagg.protocol import advert_message
-
-    by_id, names = {}, set()
-    for advert in roster:
-        site_id, name = int(advert["site"]), str(advert.get("name", ""))
-        if site_id in by_id or name in names:
-            raise Refused("the roster lists a site twice")
-        by_id[site_id], names = {**advert, "name": name}, names | {name}
-    verify = _verifier(plan, by_id, site)
-    for site_id, advert in by_id.items():
-        if not verify(site_id, advert_message(context, advert), bytes(advert.get("signature", b""))):
-            raise Refused(f"the advert of site {site_id} ({advert['name'] or 'unnamed'}) is not signed by a site "
-                          "of this study with the key this hospital trusts: its keys may have been replaced")
-    threshold = int(plan["secagg_threshold"])
-    if 2 * threshold <= len(plan.get("sites", ())):
-        raise Refused("the secure-aggregation threshold must be more than half of the study's sites")
-    return by_id
+def _threshold(plan: dict) -> int:
+    sites, threshold = list(plan.get("sites") or ()), plan.get("secagg_threshold")
+    if not isinstance(threshold, int) or isinstance(threshold, bool) or len(set(sites)) != len(sites) \
+            or not 2 <= threshold <= len(sites) or 2 * threshold <= len(sites):
+        raise Refused("the approved plan must list its sites and a secure-aggregation threshold of more than "
+                      "half of them")
+    return threshold
 
 
 def secure_train(cohort, message: dict, plan: dict) -> dict:
@@ -74,63 +58,76 @@ def secure_train(cohort, message: dict, plan: dict) -> dict:
 
     if not plan.get("secure_aggregation"):
         raise Refused("this study was not approved with secure aggregation")
-    step, round_no = message.get("step"), int(message.get("round", 0))
+    if not isinstance(message, dict):
+        raise Refused("a secure-aggregation message is a dict with a step and a round")
+    step, round_no = message.get("step"), message.get("round", 0)
     if step not in SECURE_STEPS:
-        raise ValueError(f"step must be one of {SECURE_STEPS}, got {step!r}")
-    if not 1 <= round_no <= plan["rounds"]:
-        raise Refused(f"round {round_no} is outside the approved plan's {plan['rounds']} rounds")
+        raise Refused(f"step must be one of {SECURE_STEPS}, got {step!r}")
+    if not isinstance(round_no, int) or isinstance(round_no, bool) or not 1 <= round_no <= plan["rounds"]:
+        raise Refused(f"round {round_no!r} is outside the approved plan's {plan['rounds']} rounds")
+    missing = [f for f in _FIELDS[step] if f not in message]
+    if missing:
+        raise Refused(f"the {step} step needs {', '.join(missing)}")
+    threshold = _threshold(plan)
     frame = check_frame(cohort)
     site = hospital()
     if site.dry_run:  # a dry run on the mock: no keys, no training
         return {"dry_run": True, "step": step, "round": round_no}
+    if site.name not in plan["sites"]:
+        raise Refused(f"{site.name} is not one of this study's sites")
     document = f"secagg-round-{round_no}"
     saved = site.load(plan["study"], document)
-    context = f"{plan['study']}/round-{round_no}"
     if step == "advertise":
-        from secagg.protocol import advert_message
-
         if saved is not None:
             raise Refused(f"round {round_no} keys were already made here; a round's keys are made once")
-        if site.name not in plan.get("sites", ()):
-            raise Refused(f"{site.name} is not one of this study's sites")
-        party = SecAggSite(int(message["site_id"]), context=context,
-                           codec=FixedPoint(int(plan.get("fraction_bits", 24))))
-        reply = {**party.advertise(), "name": site.name}
-        reply["signature"] = site.sign(advert_message(context, reply))
-    else:
-        if saved is None:
-            raise Refused(f"round {round_no} has no keys here yet; start with the advertise step")
-        party = SecAggSite.from_state(saved)
-        try:
+    elif saved is None:
+        raise Refused(f"round {round_no} has no keys here yet; start with the advertise step")
+    try:
+        if step == "advertise":
+            party = SecAggSite(message["site_id"], context=f"{plan['study']}/round-{round_no}", name=site.name,
+                               session=site.researcher(), codec=FixedPoint(int(plan.get("fraction_bits", 24))))
+            reply = party.advertise(site.sign)
+        else:
+            party = SecAggSite.from_state(saved)
+            if party.session != site.researcher() or party.name != site.name:
+                raise Refused(f"round {round_no}'s keys here were made for another request")
             if step == "share":
-                roster = _check_roster(plan, message["roster"], site, context)
-                own = roster.get(party.id) or {}
-                if own.get("name") != site.name or bytes(own.get("s_pk", b"")) != party.advertise()["s_pk"]:
-                    raise Refused("the roster does not carry this site's own advert")
-                reply = {"shares": party.share_keys(message["roster"], threshold=int(plan["secagg_threshold"]))}
+                reply = {"shares": party.share_keys(message["roster"], threshold=threshold,
+                                                    verify=_verifier(plan, site))}
             elif step == "mask":
-                if party.stage != "shared":
-                    raise AggregationFailed(f"this site already masked its update for round {round_no}")
-                if party.id not in {int(k) for k in message["inbox"]}:
-                    raise AggregationFailed("the inbox lacks this site's own share")
-                done = int((site.load(plan["study"], "state") or {}).get("rounds_done", 0))
-                if done + 1 != round_no:  # checked before any epsilon is spent
-                    raise Refused(f"this site's next round is {done + 1}, not {round_no}")
-                result = train_round(frame, message["weights"], plan)
-                n = float(result["num_samples"])
-                update = {k: n * np.asarray(v, dtype=np.float64) for k, v in result["weights"].items()}
-                update["~n"] = np.array([n])
-                reply = {k: result[k] for k in ("round", "epsilon", "delta", "budget_remaining", "receipt")}
-                reply["masked"] = party.masked_input(update, inbox=message["inbox"])
+                reply = _mask(party, frame, message, plan, site, round_no)
             elif step == "consistency":
-                signed = party.agree(message["survivors"], threshold=int(plan["secagg_threshold"]))
-                reply = {"site": party.id, "signature": site.sign(signed)}
+                reply = {"site": party.id, "signature": site.sign(party.agree(message["survivors"]))}
             else:
-                roster = {int(i): {"name": r.get("name")} for i, r in party.roster_names().items()}
                 reply = party.unmask(survivors=message["survivors"], dropped=message["dropped"],
-                                     signatures={int(k): bytes(v) for k, v in (message.get("signatures") or {}).items()},
-                                     verify=_verifier(plan, roster, site), threshold=int(plan["secagg_threshold"]))
-        except AggregationFailed as exc:
-            raise Refused(str(exc)) from None
+                                     signatures=message["signatures"], verify=_verifier(plan, site))
+    except (AggregationFailed, ValueError) as exc:  # the protocol's own checks: safe to say why
+        raise Refused(f"{step}: {exc}") from None
     site.save(plan["study"], document, party.to_state())
+    return reply
+
+
+def _mask(party, frame, message: dict, plan: dict, site, round_no: int) -> dict:
+    """Train, then mask; the reply is the masked vector and public plan numbers only."""
+    from secagg import AggregationFailed
+
+    if party.stage != "shared":
+        raise AggregationFailed(f"this site already masked its update for round {round_no}")
+    inbox = message["inbox"]
+    if not isinstance(inbox, dict) or party.id not in inbox:
+        raise AggregationFailed("the inbox lacks this site's own share")
+    if not isinstance(message["weights"], dict):
+        raise ValueError("weights must map layer names to arrays")
+    done = int((site.load(plan["study"], "state") or {}).get("rounds_done", 0))
+    if done + 1 != round_no:  # checked before any epsilon is spent
+        raise Refused(f"this site's next round is {done + 1}, not {round_no}")
+    try:
+        result = train_round(frame, message["weights"], plan)
+    except ValueError as exc:  # not the protocol's: its detail stays at the site, like any job error
+        raise RuntimeError("training failed") from exc
+    n = float(result["num_samples"])
+    update = {k: n * np.asarray(v, dtype=np.float64) for k, v in result["weights"].items()}
+    update["~n"] = np.array([n])
+    reply = {k: result[k] for k in ("round", "epsilon", "delta", "budget_remaining", "receipt")}
+    reply["masked"] = party.masked_input(update, inbox=inbox)
     return reply

@@ -52,6 +52,11 @@ class Hospital(ABC):
         """The federation's sites and their Ed25519 public keys, as the datasite trusts them
         (published by each hospital, never taken from a researcher's message)."""
 
+    @abstractmethod
+    def researcher(self) -> str:
+        """An opaque id of the researcher this execution runs for, the same at every site (a
+        hash of the account's e-mail): what the secure-aggregation signatures are bound to."""
+
     @staticmethod
     def check_name(study: str, name: str) -> None:
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$", study or "") or ".." in study:
@@ -63,7 +68,8 @@ class Hospital(ABC):
 class LocalHospital(Hospital):
     """A hospital in memory: for dry runs on mocks and for experiments without a datasite."""
 
-    def __init__(self, name: str = "dry-run", *, dry_run: bool = True, peers: dict[str, bytes] | None = None):
+    def __init__(self, name: str = "dry-run", *, dry_run: bool = True, peers: dict[str, bytes] | None = None,
+                 researcher: str = "local"):
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
         self.name, self.dry_run = name, dry_run
@@ -71,6 +77,7 @@ class LocalHospital(Hospital):
         self._docs: dict[tuple[str, str], Any] = {}
         self._key = Ed25519PrivateKey.generate()
         self._peers = dict(peers or {})
+        self._researcher = str(researcher)
 
     def debit(self, epsilon: float, *, reference: str) -> float | None:
         self.debits.append((float(epsilon), reference))
@@ -95,6 +102,9 @@ class LocalHospital(Hospital):
 
     def peers(self) -> dict[str, bytes]:
         return {**self._peers, self.name: self.public_key}
+
+    def researcher(self) -> str:
+        return self._researcher
 
     def trust(self, others: dict[str, bytes]) -> None:
         """Experiments: the federation's keys (e.g. ``{h.name: h.public_key for h in hospitals}``)."""
