@@ -48,6 +48,8 @@ def network(tmp_path_factory, network_home, specs):
     for spec in specs:
         shutil.copytree(network_home / spec.name / "data", home / spec.name / "data")
     sites = {spec.name: start_site(spec, home) for spec in specs}
+    for site in sites.values():  # many tests spend here: a budget none of them runs out of by accident
+        site.ledger().set_budget(site.spec.dataset_name, 1000.0)
     yield home, sites
     for site in sites.values():
         site.stop()
