@@ -226,15 +226,20 @@ def run_cross_border(home: Path, *, n_patients: int = 600, rounds: int = 4, seed
             n = sum(float(t["~n"][0]) for t in totals.values())
             weights = {**weights, **{k: (sum(t[k] for t in totals.values()) / n).astype(np.float32)
                                      for k in totals[next(iter(totals))] if k != "~n"}}
-            evaluations = {s: study.evaluate(s, weights) for study in studies.values() for s in study.plan.sites}
-            auroc = pooled_auroc(list(evaluations.values()))  # from noised histograms, each paid
-            history.append({"round": r, "auroc": auroc, "epsilon": epsilons,
-                            "evaluation_epsilon": {s: float(e["receipt"]["epsilon"]) for s, e in evaluations.items()}})
+            sums, spent = {}, {}  # each region's noised histograms, summed under its round's masks
+            for aggregator, study in studies.items():
+                sums[aggregator], paid = study.secure_evaluation(weights, r)
+                spent.update(paid)
+            if any(v is None for v in sums.values()):
+                raise RuntimeError(f"round {r}'s evaluation stayed masked: a hospital did not answer")
+            auroc = pooled_auroc(list(sums.values()))  # from noised histograms, each paid
+            history.append({"round": r, "auroc": auroc, "epsilon": epsilons, "evaluation_epsilon": spent})
             echo(f"  round {r}: pooled AUROC {auroc:.3f}, max epsilon {max(epsilons.values()):.2f}")
         model_seconds = time.monotonic() - t_model
-        flows += [{"from": m, "to": a, "what": "masked model update (secure aggregation)"}
+        flows += [{"from": m, "to": a, "what": "masked model update and masked noised evaluation (secure aggregation)"}
                   for a, members in regions.items() for m in members]
-        flows += [{"from": a, "to": GLOBAL, "what": "regional sum of updates"} for a in regions]
+        flows += [{"from": a, "to": GLOBAL, "what": "regional sums of updates and of evaluation histograms"}
+                  for a in regions]
 
         ledgers = {name: site.ledger().statement() for name, site in sites.items()}
         audits = {name: site.audit().verify() for name, site in sites.items()}

@@ -2,8 +2,8 @@
 
 The researcher's side never touches a row: each round it sends the global weights to
 every approved hospital, gets back each site's DP-SGD weights (and epsilon spent), and
-aggregates them with the plan's strategy. Evaluation comes back as aggregate metrics
-only. Each round is checkpointed, so a study resumes where it stopped; the sites keep
+aggregates them with the plan's strategy. Evaluation comes back as noised score
+histograms (under secure aggregation only their sum over the sites). Each round is checkpointed, so a study resumes where it stopped; the sites keep
 their own privacy accountants, so a resume can never reset what has been spent.
 """
 
@@ -28,7 +28,9 @@ from .metrics import pooled_auroc, pooled_roc
 from .plan import PlanError, StudyPlan
 from .requests import RequestStatus, remaining_budget, request_status, submit_request
 
-__all__ = ["Study", "StudyResult", "StudyStopped", "RoundRefused"]
+__all__ = ["Study", "StudyResult", "StudyStopped", "RoundRefused", "SECURE_SUM"]
+
+SECURE_SUM = "all sites (secure sum)"  # the one evaluation a secure-aggregation study sees
 
 
 class StudyStopped(RuntimeError):
@@ -104,6 +106,7 @@ class Study:
         self.round = 0
         self._assets: dict[str, object] = {}
         self._approvals_checked = False
+        self._unmasked: dict[int, tuple] = {}  # secure rounds: the aggregator and its survivors
 
     @classmethod
     def resume(cls, directory: Path, clients: Mapping[str, object], **options) -> "Study":
@@ -326,9 +329,39 @@ class Study:
         answers = each(list(signed), lambda s: step(s, step="unmask", survivors=survivors, dropped=dropped,
                                                     signatures=signatures))
         try:
-            return server.unmask(list(answers.values())), replies
+            total = server.unmask(list(answers.values()))
         except (AggregationFailed, KeyError) as exc:
             raise StudyStopped(f"round {round_no} could not be unmasked: {exc}") from exc
+        self._unmasked = {round_no: (server, {i: names[i] for i in survivors})}
+        return total, replies
+
+    def secure_evaluation(self, weights: dict, round_no: int) -> tuple[dict | None, dict[str, float]]:
+        """The noised score histograms of ``weights`` summed over round ``round_no``'s survivors
+        (each site's leave masked with that round's keys, so no site's own is ever seen), as
+        one evaluation; and the epsilon each site's receipt says it cost. ``None`` when a
+        survivor did not answer: the others' histograms then stay masked."""
+        from datasites.jobs.evaluation import BIN_EDGES
+        from secagg import AggregationFailed
+
+        server, names = self._unmasked.pop(round_no, (None, {}))
+        if server is None:
+            raise StudyStopped(f"round {round_no} was not unmasked in this session; a secure study evaluates "
+                               "right after its round")
+        replies = {}
+        for i, site in names.items():
+            try:
+                replies[i] = self.evaluate(site, weights)
+            except RuntimeError as exc:
+                self.echo(f"  {site} did not evaluate round {round_no}: {exc}")
+        spent = {names[i]: float(r["receipt"]["epsilon"]) for i, r in replies.items()}
+        try:
+            total = server.unmask_extra({i: r["masked"] for i, r in replies.items()}, purpose="evaluation")
+        except (AggregationFailed, KeyError, TypeError) as exc:
+            self.echo(f"  round {round_no}'s evaluation stays masked: {exc}")
+            return None, spent
+        counts = {k: [int(v) for v in np.rint(total[k])] for k in ("positive", "negative")}
+        return {"histogram": {"edges": [float(e) for e in BIN_EDGES], **counts}, "sites": sorted(spent),
+                "receipts": {names[i]: r["receipt"] for i, r in replies.items()}}, spent
 
     def evaluate(self, site: str, weights: dict) -> dict:
         return self._call(site, self.evaluate_function, weights)
@@ -358,11 +391,16 @@ class Study:
                         bar.update(1)
                     previous = None
                     self.weights = self.strategy.aggregate(self.weights, results)
-                auroc, evaluations = None, {}
+                auroc, evaluations, spent = None, {}, {}
                 if r in self.plan.evaluated_rounds():  # each evaluation is noised and paid for
-                    evaluations = {site: self.evaluate(site, self.weights) for site in self.participants}
+                    if self.plan.secure_aggregation:  # only the sum over the round's survivors
+                        pooled, spent = self.secure_evaluation(self.weights, r)
+                        evaluations = {} if pooled is None else {SECURE_SUM: pooled}
+                    else:
+                        evaluations = {site: self.evaluate(site, self.weights) for site in self.participants}
+                        spent = {s: float(e["receipt"]["epsilon"]) for s, e in evaluations.items()}
                     try:
-                        auroc = pooled_auroc(list(evaluations.values()))
+                        auroc = pooled_auroc(list(evaluations.values())) if evaluations else None
                     except ValueError:  # the noised totals left no positive or negative patient
                         auroc = None
                 self.round = r
@@ -373,8 +411,8 @@ class Study:
                     "update_norm": ({s: _distance(res["weights"], self.weights) for s, res in results.items()}
                                     if previous is None else {"global": _distance(previous, self.weights)}),
                     "budget_remaining": {s: res.get("budget_remaining") for s, res in results.items()},
-                    "auroc": auroc, "site_auroc": {s: _site_auroc(e) for s, e in evaluations.items()},
-                    "evaluation_epsilon": {s: float(e["receipt"]["epsilon"]) for s, e in evaluations.items()},
+                    "auroc": auroc, "site_auroc": {s: _site_auroc(e) for s, e in evaluations.items() if s != SECURE_SUM},
+                    "evaluation_epsilon": spent,
                     "evaluations": evaluations,  # the noised histograms (public once released)
                     "seconds": round(time.monotonic() - t_round, 2)})
                 save_checkpoint(self.directory, r, self.weights,

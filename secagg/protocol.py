@@ -24,6 +24,11 @@ Five steps, every message relayed by the aggregator (sites never talk to each ot
                     the self-masks and the dropped sites' dangling pairwise masks; the
                     pairwise masks between survivors cancel.
 
+Once it signed the survivor set, a site may mask one more vector per named purpose with
+the same keys (``masked_extra``: the round's noised evaluation). Its sum over exactly the
+agreed survivors unmasks with the shares step 5 reveals anyway; one survivor missing and
+the sum stays masked, and no share reveals a survivor's own vector.
+
 What a lying relay cannot do, and why:
 
 - tell sites different survivor sets (one then reveals j's ``s`` share, another j's ``b``
@@ -192,6 +197,7 @@ class SecAggSite:
         self._masked = False
         self._agreed: list[int] | None = None
         self._unmasked = False
+        self._extras: list[str] = []
 
     def advertise(self, sign: Callable[[bytes], bytes] | None = None) -> dict:
         """This round's public keys, signed with ``sign`` (the site's long-term key)."""
@@ -217,7 +223,7 @@ class SecAggSite:
                 "roster": [{"site": r["site"], "name": r["name"], "c_pk": r["c_pk"].hex(), "s_pk": r["s_pk"].hex()}
                            for r in self._roster.values()],
                 "inbox": {str(k): v.hex() for k, v in self._inbox.items()},
-                "masked": self._masked, "agreed": self._agreed, "unmasked": self._unmasked}
+                "masked": self._masked, "agreed": self._agreed, "unmasked": self._unmasked, "extras": list(self._extras)}
 
     @classmethod
     def from_state(cls, state: dict) -> "SecAggSite":
@@ -234,6 +240,7 @@ class SecAggSite:
         site._inbox = {int(k): bytes.fromhex(v) for k, v in state["inbox"].items()}
         site._masked, site._unmasked = bool(state["masked"]), bool(state["unmasked"])
         site._agreed = None if state["agreed"] is None else [int(i) for i in state["agreed"]]
+        site._extras = [str(p) for p in state.get("extras", [])]
         return site
 
     def _channel(self, other: int) -> AESGCM:
@@ -330,6 +337,27 @@ class SecAggSite:
     def _agreement(self) -> bytes:
         return consistency_message(self.context, self.session, self._roster, self._inbox, self._agreed)
 
+    def masked_extra(self, vector: dict[str, np.ndarray], *, purpose: str) -> dict[str, np.ndarray]:
+        """Another vector of this round (a noised evaluation, say) masked with the round's keys
+        under its own ``purpose``. Only after this site signed the survivor set, once per
+        purpose: its sum over exactly those survivors unmasks with the shares the round
+        reveals anyway (survivors' ``b``, dropped sites' ``s``), and nothing less does."""
+        if self._agreed is None:
+            raise AggregationFailed(f"site {self.id} has not signed this round's survivor set: nothing else is "
+                                    "masked with its keys before that")
+        if not isinstance(purpose, str) or not purpose.isidentifier():
+            raise ValueError("a purpose is a short name (letters, digits, _)")
+        if purpose in self._extras:
+            raise AggregationFailed(f"site {self.id} already masked its {purpose} of this round: two vectors "
+                                    "under one mask would reveal their difference")
+        context = f"{self.context}/{purpose}"
+        x = self.codec.encode(flatten(vector))
+        publics = {j: self._roster[j]["s_pk"] for j in self._inbox}
+        y = x + prg(_kdf(self._b, f"medsyft-secagg/self/{context}"), len(x)) \
+            + _pair_masks(self._s, self.id, publics, context, len(x))
+        self._extras.append(purpose)
+        return unflatten(y, {k: np.shape(v) for k, v in vector.items()})
+
     def unmask(self, *, survivors: list[int], dropped: list[int], signatures: dict[int, bytes],
                verify: Verify) -> dict:
         """Shares of the survivors' self-masks and the dropped sites' keys; once per round, and
@@ -422,19 +450,35 @@ class SecAggServer:
         survivors, dropped = sorted(self.masked), sorted(set(self.inboxes) - set(self.masked))
         if len(responses) < self.threshold:
             raise AggregationFailed(f"only {len(responses)} sites answered the unmasking; need {self.threshold}")
-        shapes = {k: np.shape(v) for k, v in next(iter(self.masked.values())).items()}
+        self._self_seeds = {j: shamir.combine({r["site"]: r["b"][j] for r in responses}, threshold=self.threshold)
+                            for j in survivors}
+        self._dropped_keys = {u: X25519PrivateKey.from_private_bytes(
+            shamir.combine({r["site"]: r["s"][u] for r in responses}, threshold=self.threshold)) for u in dropped}
+        return self._remove_masks(self.masked, self.context)
+
+    def unmask_extra(self, masked: dict[int, dict[str, np.ndarray]], *, purpose: str) -> dict[str, np.ndarray]:
+        """The sum of a vector every survivor masked with :meth:`SecAggSite.masked_extra`,
+        after :meth:`unmask`; it needs every survivor's, as the round's sum did."""
+        if not hasattr(self, "_self_seeds"):
+            raise AggregationFailed("unmask the round's sum first")
+        missing = sorted(set(self.masked) - set(masked))
+        if missing or set(masked) - set(self.masked):
+            raise AggregationFailed(f"the {purpose} of this round needs every survivor's masked vector "
+                                    f"(missing: sites {missing}); without one the sum stays masked")
+        return self._remove_masks(masked, f"{self.context}/{purpose}")
+
+    def _remove_masks(self, masked: dict[int, dict[str, np.ndarray]], context: str) -> dict[str, np.ndarray]:
+        survivors = sorted(masked)
+        shapes = {k: np.shape(v) for k, v in next(iter(masked.values())).items()}
         total = np.zeros(sum(int(np.prod(s, dtype=np.int64)) for s in shapes.values()), dtype=np.uint64)
-        for y in self.masked.values():
+        for y in masked.values():
             total = total + flatten_uint(y)
         for j in survivors:
-            b = shamir.combine({r["site"]: r["b"][j] for r in responses}, threshold=self.threshold)
-            total = total - prg(_kdf(b, f"medsyft-secagg/self/{self.context}"), len(total))
+            total = total - prg(_kdf(self._self_seeds[j], f"medsyft-secagg/self/{context}"), len(total))
         publics = {a["site"]: a["s_pk"] for a in self.roster}
-        for u in dropped:
-            key = X25519PrivateKey.from_private_bytes(
-                shamir.combine({r["site"]: r["s"][u] for r in responses}, threshold=self.threshold))
+        for u, key in self._dropped_keys.items():
             for j in survivors:  # j's y carries +-PRG(s_uj) with nobody left to cancel it
-                mask = prg(_pair_seed(key, publics[j], self.context, u, j), len(total))
+                mask = prg(_pair_seed(key, publics[j], context, u, j), len(total))
                 total = total - mask if j < u else total + mask
         return unflatten(self.codec.decode(total), shapes)
 

@@ -365,9 +365,12 @@ def review_code(source: str, *, site_policy: SitePolicy | None = None, plan: dic
         except ValueError as exc:
             problems.append(f"the query plan cannot run: {exc}")
         else:
-            dp = {"mechanism": "OpenDP (Laplace, discrete Laplace)", "epsilon": per_call, "executions": executions,
+            dp = {"mechanism": "OpenDP (discrete Laplace, Laplace, exponential mechanism)", "epsilon": per_call,
+                  "executions": executions,
                   "queries": ", ".join(f"{q['name']} ({q['kind']}, {q['epsilon']})" for q in plan["queries"])}
             cost = per_call * executions  # basic composition over every allowed call
+    elif spends == "query":
+        problems.append("the query plan is missing: pin {'study': ..., 'queries': [...]} as a sy.Constant")
     elif spends == "fixed" and template is not None:
         executions = int(((release or {}).get("settings") or {}).get("limit", 1))
         dp = {"mechanism": "OpenDP (Laplace, discrete Laplace)", "epsilon": template.epsilon, "executions": executions}

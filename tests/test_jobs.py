@@ -46,3 +46,66 @@ def test_dry_run_on_a_mock_leaves_no_privacy_state(network_home, specs, tmp_path
     assert first["round"] == second["round"] == 1  # throw-away state: a dry run never accumulates
     assert first["epsilon"] == second["epsilon"] > 0
     assert first["budget_remaining"] is None  # nothing was paid: no hospital's budget exists here
+
+
+def test_a_secure_studys_evaluation_leaves_masked_and_only_its_sum_opens(frame):
+    """Under secure aggregation each hospital's noised histograms leave masked with the last
+    round's keys: the relay opens their sum over the agreed survivors, never one site's. An
+    evaluation before the round is agreed, or a second one in a round, is refused unpaid."""
+    import numpy as np
+
+    from datasites.jobs.evaluation import evaluate, predict, score_histograms
+    from datasites.jobs.models import build_model, get_weights
+    from datasites.jobs.secure_round import secure_train
+    from datasites.jobs.site import Refused
+    from secagg import FixedPoint, SecAggServer
+
+    names = ["h1", "h2", "h3"]
+    hospitals = {n: LocalHospital(n, dry_run=False, researcher="ada") for n in names}
+    for h in hospitals.values():
+        h.trust({n: other.public_key for n, other in hospitals.items()})
+    plan = StudyPlan(study="sec-eval", sites=names, rounds=2, epsilon=2.0, model="mlp", sample_rate=0.1,
+                     secure_aggregation=True).job_plan()
+    weights = get_weights(build_model("mlp", seed=plan["seed"]))
+
+    def call(name, job, *args):
+        with use_hospital(hospitals[name]):
+            return job(frame, *args)
+
+    def unpaid_refusal(name, words):
+        paid = list(hospitals[name].debits)
+        with pytest.raises(Refused, match=words):
+            call(name, evaluate, weights, plan)
+        assert hospitals[name].debits == paid
+
+    unpaid_refusal("h1", "run a round first")
+    ids = {n: i + 1 for i, n in enumerate(names)}
+    server = SecAggServer(context="sec-eval/round-1", threshold=plan["secagg_threshold"])
+
+    def step(name, **message):
+        return call(name, secure_train, {"round": 1, **message}, plan)
+
+    roster = server.collect_adverts([step(n, step="advertise", site_id=ids[n]) for n in names])
+    inboxes = server.route_shares({ids[n]: step(n, step="share", roster=roster)["shares"] for n in names})
+    survivors, dropped = server.collect_masked(
+        {ids[n]: step(n, step="mask", weights=weights, inbox=inboxes[ids[n]])["masked"] for n in names})
+    unpaid_refusal("h1", "not agreed here yet")
+    signatures = server.collect_signatures(
+        {ids[n]: step(n, step="consistency", survivors=survivors)["signature"] for n in names})
+    server.unmask([step(n, step="unmask", survivors=survivors, dropped=dropped, signatures=signatures)
+                   for n in names])
+
+    replies = {n: call(n, evaluate, weights, plan) for n in names}
+    test = split_rows(frame, "test")
+    x, y = model_inputs(test, "mlp")
+    exact = np.concatenate(score_histograms(predict("mlp", weights, x, seed=plan["seed"]), y))
+    for reply in replies.values():  # one site's reply: masked counts and public numbers only
+        assert "histogram" not in reply and set(reply["masked"]) == {"positive", "negative"}
+        seen = np.concatenate([FixedPoint().decode(reply["masked"][k]) for k in ("positive", "negative")])
+        assert np.median(np.abs(seen - exact)) > 1e6
+    total = server.unmask_extra({ids[n]: r["masked"] for n, r in replies.items()}, purpose="evaluation")
+    pooled = np.concatenate([total["positive"], total["negative"]])
+    epsilon = replies["h1"]["receipt"]["epsilon"]
+    assert np.all(pooled == np.rint(pooled))  # counts: the masks cancel exactly
+    assert np.max(np.abs(pooled - 3 * exact)) < 3 * 12 / epsilon  # three sites' discrete Laplace, 1/eps each
+    unpaid_refusal("h2", "already evaluated")  # a second vector under the same masks: refused

@@ -262,3 +262,46 @@ def test_a_minority_threshold_and_malformed_messages_are_refused():
             sites[1].agree(survivors)
     with pytest.raises(ValueError, match="positive integers"):
         SecAggSite(0, context="t/x")
+
+
+# --- a second vector under the round's keys (the round's noised evaluation) ---------------
+
+
+def _agreed_round(n=4, threshold=3, drop=()):
+    sites, keys, verify, server, masked = _masked_round(n, threshold, context="t/extra")
+    survivors, dropped = server.collect_masked({i: y for i, y in masked.items() if i not in drop})
+    signatures = server.collect_signatures({i: keys[i].sign(sites[i].agree(survivors)) for i in survivors})
+    server.unmask([sites[i].unmask(survivors=survivors, dropped=dropped, signatures=signatures, verify=verify)
+                   for i in survivors])
+    return sites, server, survivors
+
+
+def test_an_extra_vector_sums_over_the_survivors_and_hides_each_site():
+    sites, server, survivors = _agreed_round(drop={2})
+    extras = {i: {"h": np.arange(32.0) * i - 7} for i in sites}
+    masked = {i: sites[i].masked_extra(extras[i], purpose="evaluation") for i in survivors}
+    total = server.unmask_extra(masked, purpose="evaluation")
+    assert np.array_equal(total["h"], sum(extras[i]["h"] for i in survivors))  # integers are exact
+    for i in survivors:  # what the relay holds of one site: nothing like its vector
+        seen = FixedPoint().decode(masked[i]["h"])
+        assert np.max(np.abs(seen - extras[i]["h"])) > 1e6
+    with pytest.raises(AggregationFailed, match="missing: sites \\[3\\]"):  # one survivor short: still masked
+        server.unmask_extra({i: y for i, y in masked.items() if i != 3}, purpose="evaluation")
+    with pytest.raises(AggregationFailed, match="already masked its evaluation"):
+        sites[1].masked_extra(extras[1], purpose="evaluation")
+    with pytest.raises(AggregationFailed, match="has not signed"):  # the dropped site never signed
+        sites[2].masked_extra(extras[2], purpose="evaluation")
+
+
+def test_an_extra_vector_under_the_training_masks_reveals_nothing():
+    """The extra vector's masks are not the update's: the difference of the two masked
+    vectors of one site looks like noise, not like the difference of what they hide."""
+    sites, keys, verify, server, masked = _masked_round(3, 2, context="t/extra2")
+    survivors, _ = server.collect_masked(masked)
+    for i in survivors:
+        sites[i].agree(survivors)
+    update = _updates(3, seed=7)[1]
+    extra = sites[1].masked_extra({k: np.zeros_like(v) for k, v in update.items()}, purpose="evaluation")
+    difference = FixedPoint().decode(np.concatenate([(masked[1][k] - extra[k]).ravel() for k in sorted(update)]))
+    true = np.concatenate([update[k].ravel() for k in sorted(update)])
+    assert abs(np.corrcoef(true, difference)[0, 1]) < 5 / np.sqrt(len(true))

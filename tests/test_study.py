@@ -12,6 +12,7 @@ from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 
 from syft_policies.quiet import quiet
 from federation import PlanError, RoundRefused, Study, StudyPlan, StudyStopped, request_status
+from federation.study import SECURE_SUM
 from syft_policies import ReviewError, approve_request, deny_request, list_requests
 
 TRAIN_KEYS = {"round", "weights", "num_samples", "epsilon", "delta", "accountant", "budget_remaining", "receipt",
@@ -299,8 +300,13 @@ def test_secure_aggregation_through_syft_equals_fedavg_and_survives_a_dropout(ne
         assert "weights" not in replies[n] and "num_samples" not in replies[n]
 
     drop.wait_for_approvals()
-    weights, replies = drop.secure_round(drop.weights, 1)
-    assert names[1] not in replies
+    result = drop.run()  # the round, then its evaluation: masked at each survivor, only the sum opens
+    weights = result.weights
+    assert names[1] not in result.history[-1]["epsilon"]
+    assert list(result.evaluations) == [SECURE_SUM] and result.history[-1]["site_auroc"] == {}
+    assert set(result.evaluation_epsilon) == set(names) - {names[1]} and 0 <= result.auroc <= 1
+    counts = result.evaluations[SECURE_SUM]["histogram"]
+    assert sum(counts["positive"]) + sum(counts["negative"]) > 100  # both survivors' test patients, noised
     survivors = {n: per_site[n] for n in names if n != names[1]}
     expected = plain.strategy.aggregate(start, survivors)
     for k in expected:

@@ -10,7 +10,8 @@ log, the site's files): a job asks its :func:`site.hospital` for what it needs.
 - ``query.dp_query``: the DP query job (OpenDP): counts, sums, means, histograms,
   quantiles, contingency tables and regression statistics over declared columns;
 - ``analytics.dp_prevalence``: noised patient and case counts (a fixed query plan);
-- ``summary.cohort_summary``: cohort size, prevalence and mean age, small cells suppressed;
+- ``summary.cohort_summary``: noised ICU cohort size, prevalence and mean age (a fixed
+  query plan on the raw Synthea tables, epsilon 1 a call);
 - ``rwe.rwe_statistics``: DP-noised, HE-encrypted, signed oncology statistics;
 - ``runner``: the worker process itself; ``wire``: the data-only format of its replies.
 """

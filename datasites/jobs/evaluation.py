@@ -133,7 +133,8 @@ def _discrete_laplace(counts: np.ndarray, *, epsilon: float) -> list[int]:
 def evaluate(cohort, weights: dict, plan: dict) -> dict:
     """Noised score histograms of the global ``weights`` (plus this site's local layers, if
     the study keeps any) on this hospital's held-out split; the k-th call of a study costs
-    ``plan["eval_epsilons"][k]``."""
+    ``plan["eval_epsilons"][k]``. In a secure-aggregation study they leave masked with the
+    last round's keys (``_masked_round``), so the researcher sees only their sum."""
     problems = plan_problems(plan)
     if problems:
         raise Refused("the plan is outside what this site allows: " + "; ".join(problems))
@@ -141,13 +142,15 @@ def evaluate(cohort, weights: dict, plan: dict) -> dict:
     cohort = check_frame(cohort)
     weights = dict(weights)
     site = hospital()
+    state = site.load(plan["study"], "state") or {}
     if plan.get("local_layers"):
-        weights.update((site.load(plan["study"], "state") or {}).get("local_layers", {}))
+        weights.update(state.get("local_layers", {}))
     model = build_model(plan["model"], seed=plan["seed"])
     set_weights(model, weights)  # shapes and finiteness checked before anything is paid
     done = int((site.load(plan["study"], "evaluations") or {}).get("done", 0))
     if done >= len(schedule):
         raise Refused(f"study {plan['study']} planned {len(schedule)} evaluations and all have run here")
+    secure = _secure_round(site, plan, int(state.get("rounds_done", 0))) if plan.get("secure_aggregation") else None
     epsilon = schedule[done]
     left = site.debit(epsilon, reference=f"{plan['study']}/evaluation-{done + 1}")  # paid before reading
     site.save(plan["study"], "evaluations", {"done": done + 1})
@@ -155,10 +158,34 @@ def evaluate(cohort, weights: dict, plan: dict) -> dict:
     inputs, labels = model_inputs(test, plan["model"])
     scores = predict(plan["model"], weights, inputs, seed=plan["seed"])
     positive, negative = score_histograms(scores, labels)
-    return {
-        "evaluation": done + 1,
-        "histogram": {"edges": [float(e) for e in BIN_EDGES], "positive": _discrete_laplace(positive, epsilon=epsilon),
-                      "negative": _discrete_laplace(negative, epsilon=epsilon)},
-        "receipt": receipt("discrete Laplace (OpenDP) on score histograms, L1 sensitivity 1", epsilon=epsilon,
-                           budget_remaining=left, scale=1.0 / epsilon, evaluations_left=len(schedule) - done - 1),
-    }
+    noised = {"positive": _discrete_laplace(positive, epsilon=epsilon),
+              "negative": _discrete_laplace(negative, epsilon=epsilon)}
+    reply = {"evaluation": done + 1,
+             "receipt": receipt("discrete Laplace (OpenDP) on score histograms, L1 sensitivity 1", epsilon=epsilon,
+                                budget_remaining=left, scale=1.0 / epsilon, evaluations_left=len(schedule) - done - 1)}
+    if secure is None:
+        return {**reply, "histogram": {"edges": [float(e) for e in BIN_EDGES], **noised}}
+    party, round_no = secure
+    masked = party.masked_extra({k: np.asarray(v, dtype=np.float64) for k, v in noised.items()}, purpose="evaluation")
+    site.save(plan["study"], f"secagg-round-{round_no}", party.to_state())  # before anything leaves: once a round
+    return {**reply, "round": round_no, "site": party.id, "masked": masked}
+
+
+def _secure_round(site, plan: dict, round_no: int):
+    """The keys of this site's last secure round, checked before anything is paid: the
+    round must be agreed (its survivor set signed) and not yet evaluated here."""
+    from secagg import SecAggSite
+
+    saved = site.load(plan["study"], f"secagg-round-{round_no}") if round_no else None
+    if saved is None:
+        raise Refused("a secure-aggregation study is evaluated after a secure round, masked with its keys; "
+                      "run a round first")
+    party = SecAggSite.from_state(saved)
+    if party.session != site.researcher() or party.name != site.name:
+        raise Refused(f"round {round_no}'s keys here were made for another request")
+    if party.stage not in ("agreed", "unmasked"):
+        raise Refused(f"round {round_no} is not agreed here yet: its evaluation is masked with the survivors "
+                      "this site signed")
+    if "evaluation" in party.to_state()["extras"]:
+        raise Refused(f"round {round_no} was already evaluated here; one evaluation a round under its keys")
+    return party, round_no

@@ -23,11 +23,11 @@ from synthetic_data.oncology import BIOMARKERS
 
 from .cohort import check_frame
 from .compliance import require_compliant
-from .query import noisy_sums
+from .query import laplace
 from .site import Refused, hospital
 
 __all__ = ["rwe_statistics", "rwe_cells", "RWE_CELLS", "RWE_SCHEMA", "SENSITIVITY", "NOISE", "AGE_BINS",
-           "SUM_CELLS"]
+           "SUM_CELLS", "SHARES"]
 
 AGE_BINS = (20, 50, 60, 70, 80, 91)
 ARMS = ("treated", "untreated")
@@ -41,6 +41,8 @@ NOISE = {"sum_age_dev": 45.0 / 0.25, "sumsq_age_dev": 2025.0 / 0.25}  # sensitiv
 RWE_FEATURES = ("age", "male", "stage", *BIOMARKERS, "treated")
 RWE_SCHEMA = {**{c: "numeric" for c in RWE_FEATURES}, "label": "binary", **{m: "binary" for m in BIOMARKERS}}
 SUM_CELLS = ("sum_age_dev", "sumsq_age_dev")  # sums, not counts
+SHARES = ((tuple(c for c in RWE_CELLS if c not in SUM_CELLS), SENSITIVITY, 0.5),  # cells, L1 sensitivity, share
+          (("sum_age_dev",), 45.0, 0.25), (("sumsq_age_dev",), 2025.0, 0.25))   # of epsilon (NOISE at epsilon 1)
 
 
 def rwe_cells(frame) -> dict[str, float]:
@@ -81,9 +83,8 @@ def rwe_statistics(cohort, plan: dict, message: dict) -> dict:
     left = site.debit(epsilon, reference=f"{plan['study']}/rwe_statistics")
     cells = rwe_cells(frame)
     noisy = {}
-    for scale in sorted({NOISE.get(c, SENSITIVITY / 0.5) for c in cells}):  # OpenDP's Laplace, CSPRNG
-        names = [c for c in cells if NOISE.get(c, SENSITIVITY / 0.5) == scale]
-        noisy.update(zip(names, noisy_sums([cells[c] for c in names], scale, epsilon)))
+    for names, sensitivity, share in SHARES:  # OpenDP's Laplace (the site's CSPRNG), calibrated by its map
+        noisy.update(zip(names, laplace([cells[c] for c in names], sensitivity=sensitivity, epsilon=share * epsilon)))
     unsigned = encrypt_cells(noisy, public=public, by=site.name, study=plan["study"], query=plan["query"])
     signed = Contribution(**{**unsigned.__dict__, "signature": site.sign(unsigned.message())})
     return {**signed.to_dict(), "epsilon": epsilon, "budget_remaining": left}

@@ -1,10 +1,12 @@
 """Vetted job: the size, sepsis prevalence and mean age of a hospital's ICU cohort, DP-noised.
 
-A fixed query plan on one row per ICU patient (built here from the raw Synthea tables),
-answered by the DP query job's OpenDP mechanisms: the counts of septic and other ICU
-patients at ``epsilon / 2`` (one patient moves one count by one) and their mean age at
-``epsilon / 2`` (a count and a sum of ages clamped to [0, 110]). Paid from the site's
-budget before anything is computed; small noised counts are shown as None.
+A fixed query plan answered by the DP query job (``datasites.jobs.query``) on one row per
+ICU patient, built from the raw Synthea tables after the debit: the counts of septic and
+other ICU patients at ``epsilon / 2`` (one patient moves one count by one; OpenDP's
+discrete Laplace) and their mean age at ``epsilon / 2`` (a count and a sum of ages clamped
+to [0, 110], a quarter each). The site template fixes ``epsilon`` (1.0 a call). The
+datasite debits the dataset the three tables belong to. Noised counts below 10 are shown
+as None (post-processing of the noised value, never of the true one).
 """
 
 from __future__ import annotations
@@ -12,18 +14,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .query import run_queries
+from .query import pay, run_queries
 from .receipt import receipt
-from .site import hospital
 
-__all__ = ["cohort_summary"]
+__all__ = ["cohort_summary", "MIN_CELL", "AGE_BOUNDS"]
 
 SEPSIS_CODES = ("91302008", "76571007")  # SNOMED-CT sepsis, septic shock
 ICU_ADMISSION = "305351004"
 MIN_CELL = 10
+AGE_BOUNDS = (0.0, 110.0)
 
 
 def _icu_patients(patients, encounters, conditions) -> pd.DataFrame:
+    """One row per ICU patient (age at first ICU admission, sepsis 0/1): a patient is one row."""
     stays = encounters[encounters["CODE"] == ICU_ADMISSION]
     admit = stays.drop_duplicates("PATIENT").set_index("PATIENT")["START"].dt.tz_localize(None)
     birth = patients.set_index("Id")["BIRTHDATE"].reindex(admit.index)
@@ -36,12 +39,13 @@ def cohort_summary(patients, encounters, conditions, *, epsilon: float = 1.0) ->
     """Noised ICU cohort size, sepsis cases and prevalence, and mean age (epsilon-DP)."""
     if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 < epsilon <= 10:
         raise ValueError("epsilon must be a number in (0, 10]")
-    left = hospital().debit(float(epsilon), reference="cohort_summary")  # paid before anything is read
-    frame = _icu_patients(patients, encounters, conditions)
-    half = float(epsilon) / 2
-    answers = run_queries(frame, {"study": "cohort-summary", "queries": [
-        {"name": "outcome", "kind": "count", "by": {"column": "sepsis", "levels": [0, 1]}, "epsilon": half},
-        {"name": "age", "kind": "mean", "column": "age", "bounds": [0, 110], "epsilon": half}]})
+    epsilon = float(epsilon)
+    tables = [getattr(t, "syft_action_data", t) for t in (patients, encounters, conditions)]
+    plan = {"study": "cohort-summary", "queries": [
+        {"name": "outcome", "kind": "count", "by": {"column": "sepsis", "levels": [0, 1]}, "epsilon": epsilon / 2},
+        {"name": "age", "kind": "mean", "column": "age", "bounds": list(AGE_BOUNDS), "epsilon": epsilon / 2}]}
+    left = pay(plan, columns={"age": True, "sepsis": True}, reference="cohort_summary")  # before any row is read
+    answers = run_queries(_icu_patients(*tables), plan)
     other, cases = answers["outcome"]["count"]
     n = other + cases
     mean_age = answers["age"]["mean"][0]
@@ -55,5 +59,5 @@ def cohort_summary(patients, encounters, conditions, *, epsilon: float = 1.0) ->
         "sepsis_prevalence": round(cases / n, 3) if n >= MIN_CELL and cases >= MIN_CELL else None,
         "mean_age": round(float(mean_age), 1) if mean_age is not None and n >= MIN_CELL else None,
         "receipt": receipt("OpenDP discrete Laplace (counts) and Laplace (age sum, bounds [0, 110])",
-                           epsilon=float(epsilon), budget_remaining=left),
+                           epsilon=epsilon, budget_remaining=left),
     }

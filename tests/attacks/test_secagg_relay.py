@@ -154,3 +154,20 @@ def test_an_honest_relay_still_gets_fedavg(studies):
         assert np.max(np.abs(weights[k] - expected[k])) <= moved, k
         assert np.max(np.abs(weights[k] - start[k])) > 0, k
     assert all("num_samples" not in r and "metrics" not in r for r in replies.values())
+    # the round's evaluation: each hospital's noised histograms leave masked, only their sum opens
+    pooled, spent = secure.secure_evaluation(weights, 1)
+    assert set(spent) == set(names) and all(eps > 0 for eps in spent.values())
+    assert len(pooled["histogram"]["positive"]) == len(pooled["histogram"]["negative"]) == 32
+    assert sum(pooled["histogram"]["positive"]) + sum(pooled["histogram"]["negative"]) > 100
+
+
+def test_a_hospital_that_has_not_agreed_a_round_does_not_evaluate(studies, network):
+    """In the starved study a hospital refused to sign (it masked with fewer peers); its noised
+    evaluation would have to be masked with keys of a round that never closes: refused unpaid."""
+    _, sites = network
+    study = studies["relay-starves"]
+    a = sorted(study.participants)[0]
+    before = sites[a].ledger().spent(study.plan.dataset)
+    with pytest.raises(RuntimeError, match="not agreed here yet"):
+        study.evaluate(a, study.weights)
+    assert sites[a].ledger().spent(study.plan.dataset) == before
