@@ -48,6 +48,15 @@ _SITES: dict[str, SiteContext] = {}
 def register_site(uid: str, spec, site_dir: Path) -> SiteContext:
     context = SiteContext(str(uid), spec, Path(site_dir))
     _SITES[context.uid] = context
+    if (context.site_dir / LEDGER_FILE).exists():  # a crash between a debit and its audit entry
+        from syft_policies.reconcile import reconcile_debits
+
+        repaired = reconcile_debits(context.ledger(), context.audit())
+        if repaired:
+            import logging
+
+            logging.getLogger("medsyft").warning("%s: %d debit(s) had no audit entry; recorded now", spec.name,
+                                                 len(repaired))
     return context
 
 

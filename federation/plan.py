@@ -12,6 +12,7 @@ from), so a site spends ``total_epsilon`` = DP-SGD epsilon + the evaluations' su
 from __future__ import annotations
 
 import math
+import numbers
 import re
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,35 @@ class PlanError(ValueError):
     """The plan cannot run as written; the message says what to change."""
 
 
+MAX_ROUNDS, MAX_LOCAL_EPOCHS, MIN_SAMPLE_RATE = 1000, 100, 1e-4  # keep the accountant's work bounded
+_INTS = ("rounds", "local_epochs", "seed", "evaluate_every", "min_sites", "secagg_threshold", "retries")
+_FLOATS = ("lr", "sample_rate", "max_grad_norm", "epsilon", "noise_multiplier", "delta", "prox_mu", "eval_epsilon",
+           "final_eval_epsilon", "deadline")
+_OPTIONAL = ("min_sites", "secagg_threshold", "epsilon", "noise_multiplier")
+
+
+def _typed(plan) -> list[str]:
+    """Whole numbers, finite real numbers and flags of the right type (NaN and inf refused)."""
+    problems = []
+    for name in _INTS:
+        value = getattr(plan, name)
+        if value is None and name in _OPTIONAL:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            problems.append(f"{name} must be a whole number")
+    for name in _FLOATS:
+        value = getattr(plan, name)
+        if value is None and name in _OPTIONAL:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            problems.append(f"{name} must be a finite number")
+    if not isinstance(plan.secure_aggregation, bool):
+        problems.append("secure_aggregation must be True or False")
+    if not isinstance(plan.strategy_options, dict):
+        problems.append("strategy_options must be a dict")
+    return problems
+
+
 @dataclass(frozen=True, kw_only=True)
 class StudyPlan:
     study: str
@@ -45,7 +75,7 @@ class StudyPlan:
     noise_multiplier: float | None = None
     delta: float = 1e-5
     prox_mu: float = 0.1
-    min_sites: int | None = None  # None: every site must approve; else run with at least this many
+    min_sites: int | None = None  # None: every site, in every round; else a round needs at least this many
     dataset: str = "icu-sepsis"
     asset: str = "sepsis_cohort"  # the dataset's analysis-ready asset the vetted jobs read
     seed: int = 0
@@ -55,10 +85,14 @@ class StudyPlan:
     eval_epsilon: float = 0.25  # each evaluation during the study (noised score histograms)
     final_eval_epsilon: float = 1.0  # the evaluation after the last round (the reported AUROC)
     evaluate_every: int = 1  # evaluate after every k-th round; 0: only after the last round
+    deadline: float = 900.0  # seconds one site call may take before the site is dropped from the round
+    retries: int = 2  # further attempts when a site cannot be reached (backoff 2 s, 4 s, ...)
 
     def __post_init__(self):
         object.__setattr__(self, "sites", tuple(self.sites))
-        problems = []
+        problems = _typed(self)
+        if problems:  # anything below compares numbers: NaN, inf or a wrong type would slip through
+            raise PlanError("invalid study plan:\n  - " + "\n  - ".join(problems))
         if not _ID.match(self.study):
             problems.append(f"study id {self.study!r}: start with a letter; letters, digits, '_' and '-' only (max 60)")
         if not self.sites or len(set(self.sites)) != len(self.sites):
@@ -69,8 +103,13 @@ class StudyPlan:
             make_strategy(self.strategy, **self._strategy_kwargs())
         except (ValueError, TypeError) as exc:
             problems.append(f"strategy: {exc}")
-        if self.rounds < 1 or self.local_epochs < 1:
-            problems.append("rounds and local_epochs must be at least 1")
+        if not 1 <= self.rounds <= MAX_ROUNDS or not 1 <= self.local_epochs <= MAX_LOCAL_EPOCHS:
+            problems.append(f"rounds must be 1 to {MAX_ROUNDS} and local_epochs 1 to {MAX_LOCAL_EPOCHS}")
+        if self.sample_rate < MIN_SAMPLE_RATE:
+            problems.append(f"sample_rate must be at least {MIN_SAMPLE_RATE} (smaller batches take too many steps "
+                            "to account)")
+        if self.prox_mu < 0:
+            problems.append("prox_mu must be zero or positive")
         if not 0 < self.sample_rate <= 1:
             problems.append(f"sample_rate must be in (0, 1], got {self.sample_rate}")
         if self.max_grad_norm <= 0:
@@ -83,17 +122,14 @@ class StudyPlan:
             problems.append("epsilon must be positive")
         if self.noise_multiplier is not None and self.noise_multiplier <= 0:
             problems.append("noise_multiplier must be positive: dp_train never trains without noise")
-        for name in ("lr", "sample_rate", "max_grad_norm", "delta", "epsilon", "noise_multiplier", "eval_epsilon",
-                     "final_eval_epsilon"):
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
-                problems.append(f"{name} must be a finite number")
         if not (self.eval_epsilon > 0 and self.final_eval_epsilon > 0):
             problems.append("eval_epsilon and final_eval_epsilon must be positive: every evaluation is noised")
         if not 0 <= self.evaluate_every <= self.rounds:
             problems.append(f"evaluate_every must be between 0 (only after the last round) and {self.rounds}")
         if self.min_sites is not None and not 1 <= self.min_sites <= len(self.sites):
             problems.append(f"min_sites must be between 1 and {len(self.sites)}")
+        if not 1 <= self.deadline <= 86400 or not 0 <= self.retries <= 10:
+            problems.append("deadline must be 1 to 86400 seconds and retries 0 to 10")
         if self.secure_aggregation:
             if len(self.sites) < 2:
                 problems.append("secure aggregation needs at least 2 sites (one site's sum is its update)")

@@ -28,7 +28,7 @@ from .metrics import pooled_auroc, pooled_roc
 from .plan import PlanError, StudyPlan
 from .requests import RequestStatus, remaining_budget, request_status, submit_request
 
-__all__ = ["Study", "StudyResult", "StudyStopped", "RoundRefused", "SECURE_SUM"]
+__all__ = ["Study", "StudyResult", "StudyStopped", "RoundRefused", "SiteUnreachable", "SECURE_SUM"]
 
 SECURE_SUM = "all sites (secure sum)"  # the one evaluation a secure-aggregation study sees
 
@@ -39,6 +39,27 @@ class StudyStopped(RuntimeError):
 
 class RoundRefused(RuntimeError):
     """A site did not run the requested round (its approved round budget is used up)."""
+
+
+class SiteUnreachable(RuntimeError):
+    """A site did not answer (connection refused or reset, or past the plan's deadline)."""
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A failure of the network or the server, not an answer of the site's (retrying helps)."""
+    import requests
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, (ConnectionError, TimeoutError, requests.exceptions.ConnectionError,
+                            requests.exceptions.Timeout)):
+            return True
+        text = str(exc)
+        if any(w in text for w in ("Connection refused", "Connection reset", "Failed to establish a new connection",
+                                   "Max retries exceeded", "Remote end closed connection", "Read timed out")):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 # The code each hospital reviews is one of its own templates (syft_policies.templates).
@@ -200,8 +221,10 @@ class Study:
         for site, body, name in todo:
             if body is medsyft_evaluate:  # one call per planned evaluation, each paid at its epsilon
                 limit = len(self.plan.eval_epsilons)
-            else:  # secure rounds: one call per protocol step
-                limit = (len(SECURE_STEPS) if body is medsyft_secure_train else 1) * self.plan.rounds
+            elif body is medsyft_secure_train:  # one call per protocol step
+                limit = len(SECURE_STEPS) * self.plan.rounds
+            else:  # a retry of a round gets the site's same reply (the job pays and trains once a round)
+                limit = (1 + self.plan.retries) * self.plan.rounds
             submit_request(self.clients[site], self._syft_function(site, body, name, limit))
 
     def approvals(self) -> dict[str, RequestStatus]:
@@ -251,29 +274,70 @@ class Study:
 
     # -- rounds --------------------------------------------------------------------------
     def _call(self, site: str, function: str, weights: dict | None = None, **inputs):
+        """One call of an approved request at ``site``, within the plan's deadline."""
+        import queue
+        import threading
+
         client = self.clients[site]
         if weights is not None:
             inputs["weights"] = weights
+        answer: queue.Queue = queue.Queue(maxsize=1)
+
+        def call():
+            try:
+                with quiet():
+                    answer.put((True, getattr(client.code, function)(cohort=self._asset(site), **inputs)))
+            except BaseException as exc:  # Syft raises SyftException for errors inside the job
+                answer.put((False, exc))
+
+        # a daemon thread: a site that hangs for ever holds neither the study nor the interpreter
+        threading.Thread(target=call, daemon=True, name=f"{site}:{function}").start()
         try:
-            with quiet():
-                result = getattr(client.code, function)(cohort=self._asset(site), **inputs)
-        except Exception as exc:  # Syft raises SyftException for errors inside the job
-            raise RuntimeError(f"{function} at {site} failed: {exc}") from exc
+            ok, result = answer.get(timeout=self.plan.deadline)
+        except queue.Empty:
+            raise SiteUnreachable(f"{site} did not answer {function} in {self.plan.deadline:.0f} s") from None
+        if not ok:
+            kind = SiteUnreachable if _unreachable(result) else RuntimeError
+            raise kind(f"{function} at {site} failed: {result}") from result
         if type(result).__name__ == "SyftError" or isinstance(result, Exception):
-            raise RuntimeError(f"{function} at {site} failed: {result}")
+            kind = SiteUnreachable if _unreachable(result) else RuntimeError
+            raise kind(f"{function} at {site} failed: {result}")
         return result.get() if hasattr(result, "get") else result
 
+    def _retrying(self, site: str, what: str, call):
+        """``call()``, tried again with backoff while ``site`` cannot be reached (``plan.retries``)."""
+        delay = 2.0
+        for attempt in range(self.plan.retries + 1):
+            try:
+                return call()
+            except SiteUnreachable as exc:
+                if attempt == self.plan.retries:
+                    raise
+                self.echo(f"  {site}: {exc}; {what} again in {delay:.0f} s "
+                          f"(attempt {attempt + 2} of {self.plan.retries + 1})")
+                time.sleep(delay)
+                delay = min(2 * delay, 60.0)
+
     def train_round(self, site: str, weights: dict, expected_round: int) -> dict:
-        """One site's DP-SGD round; raises :class:`RoundRefused` if the site did not run it."""
+        """One site's DP-SGD round; raises :class:`RoundRefused` if the site did not run it.
+
+        The call names its round, so a retry after a lost reply gets the site's reply to that
+        round again (nothing trained or paid twice) and a site ahead of the study is refused."""
+        from datasites.jobs.training import ROUND_KEY
+
         shared = {k: v for k, v in weights.items() if not k.startswith(tuple(self.strategy.local_layers()))}
+        shared[ROUND_KEY] = int(expected_round)
         try:
-            result = self._call(site, self.train_function, shared)
+            result = self._retrying(site, f"round {expected_round}",
+                                    lambda: self._call(site, self.train_function, shared))
+        except SiteUnreachable:
+            raise
         except RuntimeError as exc:
             if expected_round > self.plan.rounds:
                 raise RoundRefused(f"{site} refused round {expected_round}: the approved plan allows "
                                    f"{self.plan.rounds} rounds") from exc
             raise
-        if not isinstance(result, dict) or result.get("round", 0) < expected_round:
+        if not isinstance(result, dict) or result.get("round", 0) != expected_round:
             raise RoundRefused(f"{site} did not run round {expected_round}: the approved request allows "
                                f"{self.plan.rounds} rounds and Syft returned the previous output instead")
         return result
@@ -367,7 +431,12 @@ class Study:
         return self._call(site, self.evaluate_function, weights)
 
     def run(self, rounds: int | None = None) -> StudyResult:
-        """Run the remaining rounds (or ``rounds`` more); checkpoint after each."""
+        """Run the remaining rounds (or ``rounds`` more); checkpoint after each.
+
+        A site that fails, cannot be reached after the plan's retries, or misses its deadline
+        is left out of that round (and asked again in the next); the round is aggregated
+        from the sites that answered if they are at least ``plan.min_sites`` (every site
+        when None), and checkpointed before its evaluation, whose failure loses nothing."""
         if not self._approvals_checked:
             self.wait_for_approvals()
         t0 = time.monotonic()
@@ -378,46 +447,44 @@ class Study:
         try:
             for r in range(self.round + 1, last + 1):
                 t_round = time.monotonic()
-                results = {}
+                results, dropped = {}, {}
                 if self.plan.secure_aggregation:
                     bar.set_postfix_str(f"round {r}/{self.plan.rounds} secure aggregation")
                     previous = self.weights
                     self.weights, results = self.secure_round(self.weights, r)
+                    dropped = {s: "did not complete the secure round" for s in self.participants if s not in results}
                     bar.update(len(self.participants))
                 else:
                     for site in self.participants:
                         bar.set_postfix_str(f"round {r}/{self.plan.rounds} {site}")
-                        results[site] = self.train_round(site, self.weights, r)
+                        try:
+                            results[site] = self.train_round(site, self.weights, r)
+                        except RoundRefused:
+                            raise
+                        except RuntimeError as exc:
+                            dropped[site] = str(exc).splitlines()[0][:300]
+                            self.echo(f"  {site} left out of round {r}: {dropped[site]}")
                         bar.update(1)
                     previous = None
+                    self._quorum(r, results, dropped)
                     self.weights = self.strategy.aggregate(self.weights, results)
-                auroc, evaluations, spent = None, {}, {}
-                if r in self.plan.evaluated_rounds():  # each evaluation is noised and paid for
-                    if self.plan.secure_aggregation:  # only the sum over the round's survivors
-                        pooled, spent = self.secure_evaluation(self.weights, r)
-                        evaluations = {} if pooled is None else {SECURE_SUM: pooled}
-                    else:
-                        evaluations = {site: self.evaluate(site, self.weights) for site in self.participants}
-                        spent = {s: float(e["receipt"]["epsilon"]) for s, e in evaluations.items()}
-                    try:
-                        auroc = pooled_auroc(list(evaluations.values())) if evaluations else None
-                    except ValueError:  # the noised totals left no positive or negative patient
-                        auroc = None
                 self.round = r
                 self.history.append({
-                    "round": r, "sites": list(self.participants),
+                    "round": r, "sites": list(results), "dropped": dropped,
                     "epsilon": {s: float(res["epsilon"]) for s, res in results.items()},
                     "num_samples": {s: res.get("num_samples") for s, res in results.items()},  # secure: hidden
                     "update_norm": ({s: _distance(res["weights"], self.weights) for s, res in results.items()}
                                     if previous is None else {"global": _distance(previous, self.weights)}),
+                    "quarantined": dict(getattr(self.strategy, "quarantined", {}) or {}),
                     "budget_remaining": {s: res.get("budget_remaining") for s, res in results.items()},
-                    "auroc": auroc, "site_auroc": {s: _site_auroc(e) for s, e in evaluations.items() if s != SECURE_SUM},
-                    "evaluation_epsilon": spent,
-                    "evaluations": evaluations,  # the noised histograms (public once released)
-                    "seconds": round(time.monotonic() - t_round, 2)})
-                save_checkpoint(self.directory, r, self.weights,
-                                {"sites": self.participants, "denied": self.denied, "history": self.history,
-                                 "epsilon": self.history[-1]["epsilon"], "auroc": auroc})
+                    "auroc": None, "site_auroc": {}, "evaluation_epsilon": {}, "evaluations": {},
+                    "seconds": None})
+                self._checkpoint(r)  # the round is kept before anything else can fail
+                auroc, evaluations = None, {}
+                if r in self.plan.evaluated_rounds():  # each evaluation is noised and paid for
+                    auroc, evaluations = self._evaluate_round(r, list(results))
+                self.history[-1]["seconds"] = round(time.monotonic() - t_round, 2)
+                self._checkpoint(r)
                 shown = "not evaluated" if auroc is None else f"{auroc:.3f}"
                 bar.set_postfix_str(f"round {r}: AUROC {shown}, max eps {max(self.history[-1]['epsilon'].values()):.2f}")
         finally:
@@ -426,6 +493,42 @@ class Study:
             evaluations = dict(self.history[-1].get("evaluations") or {})
         return StudyResult(self.plan, self.weights, self.history, evaluations, list(self.participants),
                            dict(self.denied), round(time.monotonic() - t0, 2))
+
+    def _quorum(self, round_no: int, results: dict, dropped: dict) -> None:
+        need = len(self.participants) if self.plan.min_sites is None else self.plan.min_sites
+        if len(results) < need:
+            why = "; ".join(f"{s}: {m}" for s, m in dropped.items())
+            rule = "every site" if self.plan.min_sites is None else f"at least {need} sites (min_sites)"
+            raise StudyStopped(f"round {round_no} stopped: {len(results)} of {len(self.participants)} sites "
+                               f"answered and the plan needs {rule}. {why}. Resume the study when they are back: "
+                               "the sites that trained return the same reply, nothing is paid twice")
+
+    def _evaluate_round(self, round_no: int, sites: list[str]) -> tuple[float | None, dict]:
+        """Evaluate the round's model (a failure is reported and the round kept without AUROC)."""
+        evaluations, spent = {}, {}
+        if self.plan.secure_aggregation:  # only the sum over the round's survivors
+            pooled, spent = self.secure_evaluation(self.weights, round_no)
+            evaluations = {} if pooled is None else {SECURE_SUM: pooled}
+        else:
+            for site in sites:
+                try:
+                    evaluations[site] = self.evaluate(site, self.weights)
+                    spent[site] = float(evaluations[site]["receipt"]["epsilon"])
+                except RuntimeError as exc:
+                    self.echo(f"  {site} did not evaluate round {round_no}: {str(exc).splitlines()[0][:300]}")
+        try:
+            auroc = pooled_auroc(list(evaluations.values())) if evaluations else None
+        except ValueError:  # the noised totals left no positive or negative patient
+            auroc = None
+        self.history[-1].update({
+            "auroc": auroc, "evaluation_epsilon": spent, "evaluations": evaluations,  # noised, public once released
+            "site_auroc": {s: _site_auroc(e) for s, e in evaluations.items() if s != SECURE_SUM}})
+        return auroc, evaluations
+
+    def _checkpoint(self, round_no: int) -> None:
+        save_checkpoint(self.directory, round_no, self.weights,
+                        {"sites": self.participants, "denied": self.denied, "history": self.history,
+                         "epsilon": self.history[-1]["epsilon"], "auroc": self.history[-1]["auroc"]})
 
 
 def _site_auroc(evaluation: dict) -> float | None:

@@ -25,6 +25,8 @@ CREATE TABLE IF NOT EXISTS budgets (dataset TEXT NOT NULL, researcher TEXT NOT N
 CREATE TABLE IF NOT EXISTS debits (id INTEGER PRIMARY KEY AUTOINCREMENT, dataset TEXT NOT NULL,
                                    researcher TEXT NOT NULL, epsilon REAL NOT NULL, reference TEXT NOT NULL,
                                    at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS once_refs (dataset TEXT NOT NULL, researcher TEXT NOT NULL, reference TEXT NOT NULL,
+                                      debit INTEGER NOT NULL, PRIMARY KEY (dataset, researcher, reference));
 """
 
 
@@ -95,26 +97,41 @@ class BudgetLedger:
                                  "privacy budget is left at this site")
         return left
 
-    def debit(self, dataset: str, epsilon: float, *, reference: str, researcher: str = ANY_RESEARCHER) -> float:
+    def debit(self, dataset: str, epsilon: float, *, reference: str, researcher: str = ANY_RESEARCHER,
+              once: bool = False) -> float:
         """Atomically check that ``epsilon`` fits and record it; returns what is left after."""
-        return self.debit_all([dataset], epsilon, reference=reference, researcher=researcher)
+        return self.debit_all([dataset], epsilon, reference=reference, researcher=researcher, once=once)
 
-    def debit_all(self, datasets, epsilon: float, *, reference: str, researcher: str = ANY_RESEARCHER) -> float:
+    def debit_all(self, datasets, epsilon: float, *, reference: str, researcher: str = ANY_RESEARCHER,
+                  once: bool = False) -> float:
         """Debit ``epsilon`` from every dataset in ``datasets`` in one transaction (an execution
-        that reads two datasets pays at both, or at neither); returns the least left after."""
+        that reads two datasets pays at both, or at neither); returns the least left after.
+
+        ``once``: the reference names one release (a study's round, its k-th evaluation); a
+        second debit under it is not applied again (an execution cut short after paying, then
+        repeated, pays once). :attr:`repeated` says whether this call was such a repeat."""
         if not math.isfinite(epsilon) or epsilon < 0:
             raise ValueError(f"cannot debit {epsilon}: epsilon must be finite and non-negative")
-        lefts = []
+        lefts, self.repeated, self.debit_ids = [], False, []
         with closing(self._connect()) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 for dataset in dict.fromkeys(datasets):
                     left = self._remaining(db, dataset, researcher)
+                    if once and db.execute("SELECT 1 FROM once_refs WHERE dataset=? AND researcher=? AND "
+                                           "reference=?", (dataset, researcher, reference)).fetchone():
+                        self.repeated = True
+                        lefts.append(left)
+                        continue
                     if epsilon > left + 1e-12:
                         raise BudgetExceeded(f"needs epsilon {epsilon:.3f} but only {max(left, 0):.3f} of "
                                              f"{dataset!r}'s privacy budget is left at this site")
-                    db.execute("INSERT INTO debits (dataset, researcher, epsilon, reference, at) "
-                               "VALUES (?, ?, ?, ?, ?)", (dataset, researcher, epsilon, reference, time.time()))
+                    row = db.execute("INSERT INTO debits (dataset, researcher, epsilon, reference, at) "
+                                     "VALUES (?, ?, ?, ?, ?)", (dataset, researcher, epsilon, reference, time.time()))
+                    self.debit_ids.append(int(row.lastrowid))
+                    if once:
+                        db.execute("INSERT INTO once_refs VALUES (?, ?, ?, ?)",
+                                   (dataset, researcher, reference, row.lastrowid))
                     lefts.append(left - epsilon)
                 db.execute("COMMIT")
             except BaseException:
@@ -139,6 +156,6 @@ class BudgetLedger:
 
     def history(self, dataset: str | None = None) -> list[dict]:
         with closing(self._connect()) as db:
-            rows = db.execute("SELECT dataset, researcher, epsilon, reference, at FROM debits"
+            rows = db.execute("SELECT id, dataset, researcher, epsilon, reference, at FROM debits"
                               + (" WHERE dataset=?" if dataset else "") + " ORDER BY id", (dataset,) if dataset else ())
-            return [dict(zip(("dataset", "researcher", "epsilon", "reference", "at"), r)) for r in rows]
+            return [dict(zip(("id", "dataset", "researcher", "epsilon", "reference", "at"), r)) for r in rows]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .export import SyntheaExport
@@ -39,7 +40,8 @@ def _parse(table: str, column: str, kind: str, raw: pd.Series, problems: list[st
         expect = "an ISO 8601 time like 2024-03-01T08:15:00Z"
     elif kind in ("float", "int"):
         parsed = pd.to_numeric(raw.where(raw != ""), errors="coerce")
-        expect = "a number"
+        parsed = parsed.where(np.isfinite(parsed.astype(float)))  # inf and NaN spelled out are bad input
+        expect = "a finite number"
         if kind == "int":
             frac = parsed.notna() & (parsed % 1 != 0)
             parsed = parsed.where(~frac).astype("Int64")
@@ -91,6 +93,13 @@ def _read_table(directory: Path, table: str, allow_pre_v3: bool, problems: list[
     out = {}
     for column, kind in SCHEMA[table].items():
         out[column] = _parse(table, column, kind, frame[column], problems)
+    if table == "observations":  # a numeric observation's VALUE must be a finite number
+        numeric = frame["TYPE"] == "numeric"
+        value = pd.to_numeric(frame["VALUE"].where(numeric & (frame["VALUE"] != "")), errors="coerce")
+        bad = frame.index[numeric & (frame["VALUE"] != "") & ~np.isfinite(value.astype(float))]
+        if len(bad):
+            problems.append(f"observations.csv column VALUE: {len(bad)} numeric value(s) are not a finite number "
+                            f"(first at line {int(bad[0]) + 2}); fix or blank them")
     return pd.DataFrame(out)
 
 

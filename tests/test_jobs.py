@@ -109,3 +109,41 @@ def test_a_secure_studys_evaluation_leaves_masked_and_only_its_sum_opens(frame):
     assert np.all(pooled == np.rint(pooled))  # counts: the masks cancel exactly
     assert np.max(np.abs(pooled - 3 * exact)) < 3 * 12 / epsilon  # three sites' discrete Laplace, 1/eps each
     unpaid_refusal("h2", "already evaluated")  # a second vector under the same masks: refused
+
+
+def test_a_repeated_round_returns_the_same_reply_and_pays_once(frame):
+    """A reply lost to a crash or a timeout is fetched again, never re-made: the call names
+    its round; the same round gives the same release, an older one is refused, a later one
+    is this site's next training (a site that missed rounds rejoins)."""
+    import numpy as np
+
+    from datasites.jobs.models import build_model, get_weights
+    from datasites.jobs.site import Refused
+    from datasites.jobs.training import ROUND_KEY
+
+    site = LocalHospital("replay-site", dry_run=False)
+    plan = StudyPlan(study="replay", sites=["x"], rounds=3, epsilon=3.0, model="mlp", sample_rate=0.1).job_plan()
+    weights = get_weights(build_model("mlp", seed=plan["seed"]))
+    with use_hospital(site):
+        first = dp_train(frame, {**weights, ROUND_KEY: 1}, plan)
+        again = dp_train(frame, {**weights, ROUND_KEY: 1}, plan)
+        assert again["round"] == 1 and len(site.debits) == 1
+        assert all(np.array_equal(first["weights"][k], again["weights"][k]) for k in first["weights"])
+        third = dp_train(frame, {**weights, ROUND_KEY: 3}, plan)  # missed round 2: rejoins
+        assert third["round"] == 3 and [r for _, r in site.debits] == ["replay/round-1", "replay/round-3"]
+        with pytest.raises(Refused, match="already ran round 3"):
+            dp_train(frame, {**weights, ROUND_KEY: 2}, plan)
+        with pytest.raises(Refused, match="whole number from 1 to 3"):
+            dp_train(frame, {**weights, ROUND_KEY: float("nan")}, plan)
+
+
+def test_a_round_that_diverges_releases_nothing(frame):
+    from datasites.jobs.models import build_model, get_weights
+    from datasites.jobs.site import Refused
+
+    site = LocalHospital("diverge-site", dry_run=False)
+    plan = StudyPlan(study="diverge", sites=["x"], rounds=2, epsilon=3.0, model="mlp", sample_rate=0.1).job_plan()
+    huge = {k: v * 0 + 3e38 for k, v in get_weights(build_model("mlp", seed=plan["seed"])).items()}
+    with use_hospital(site), pytest.raises(Refused, match="diverged here"):
+        dp_train(frame, huge, plan)
+    assert site.load("diverge", "state")["reply"] is None and len(site.debits) == 1  # paid, never released

@@ -48,3 +48,35 @@ def test_ledger_persists_and_tracks_researchers(tmp_path):
         again.remaining("other")
     with pytest.raises(ValueError):
         again.debit("icu", -1.0, reference="refund")
+
+
+def test_a_release_reference_is_paid_once(tmp_path):
+    ledger = BudgetLedger(tmp_path / "ledger.sqlite")
+    ledger.set_budget("icu", 5.0)
+    assert ledger.debit("icu", 1.0, reference="s/round-1 (request ab)", researcher="ada", once=True) == 4.0
+    assert ledger.debit("icu", 1.0, reference="s/round-1 (request ab)", researcher="ada", once=True) == 4.0
+    assert ledger.repeated and ledger.spent("icu") == 1.0
+    ledger.debit("icu", 1.0, reference="s/round-1 (request ab)", researcher="bob", once=True)  # another's study
+    ledger.debit("icu", 1.0, reference="s/query (request cd)", researcher="ada")  # repeated queries each pay
+    ledger.debit("icu", 1.0, reference="s/query (request cd)", researcher="ada")
+    assert ledger.spent("icu") == 4.0
+
+
+def test_a_debit_without_its_audit_entry_is_recorded_at_start_up(tmp_path):
+    """A crash between the ledger's commit and the audit entry leaves a paid, unrecorded
+    debit; reconciling writes its entry (marked reconciled) and the chain still verifies."""
+    from syft_policies.audit import AuditLog
+    from syft_policies.reconcile import reconcile_debits
+
+    ledger, audit = BudgetLedger(tmp_path / "ledger.sqlite"), AuditLog(tmp_path / "audit.jsonl")
+    ledger.set_budget("icu", 5.0)
+    ledger.debit("icu", 0.5, reference="s/round-1 (request ab)", researcher="ada", once=True)
+    audit.append("debited", epsilon=0.5, reference="s/round-1 (request ab)", debits=ledger.debit_ids)
+    ledger.debit("icu", 0.7, reference="s/round-2 (request ab)", researcher="ada", once=True)  # then: crash
+    ledger.debit("icu", 0.1, reference="an experiment")  # not an execution's: left alone
+    assert reconcile_debits(ledger, audit) == [2]
+    assert reconcile_debits(ledger, audit) == []  # once
+    entry = audit.entries()[-1]
+    assert entry["reconciled"] and entry["epsilon"] == 0.7 and audit.verify().ok
+    recorded = sum(e["epsilon"] for e in audit.entries() if e["event"] == "debited")
+    assert recorded == pytest.approx(sum(d["epsilon"] for d in ledger.history() if "(request " in d["reference"]))

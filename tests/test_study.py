@@ -56,6 +56,11 @@ def _site_state(network, site: str, study: str) -> dict:
     return StudyStore(home / site, sites[site].spec.researchers[0].email).load(study, "state")
 
 
+def _counters(state: dict) -> dict:
+    """What a round changes in a site's study state (the accountant and the round counters)."""
+    return {k: state.get(k) for k in ("rounds_done", "last_round", "accountant", "epsilon")}
+
+
 def test_epsilon_matches_an_independent_accountant_and_rounds_are_capped(network, tmp_path):
     study = _study(network, tmp_path, study="eps-cap", rounds=2, epsilon=3.0)
     _review(network)
@@ -75,7 +80,7 @@ def test_epsilon_matches_an_independent_accountant_and_rounds_are_capped(network
     before = _site_state(network, site, "eps-cap")
     with pytest.raises(RoundRefused, match="allows 2 rounds"):
         study.train_round(site, result.weights, 3)
-    assert _site_state(network, site, "eps-cap") == before  # nothing trained, nothing spent
+    assert _counters(_site_state(network, site, "eps-cap")) == _counters(before)  # nothing trained or spent
 
     # what the researcher receives: weights shaped like the model, scalars, no per-patient arrays
     reply = result.evaluations[site]  # noised score histograms and their receipt, nothing exact
@@ -169,7 +174,7 @@ def test_the_site_budget_is_debited_and_then_refuses_runs_and_approvals(network,
     before = _site_state(network, "lyon-chu", "budget")
     with pytest.raises(RuntimeError, match="privacy budget is left"):  # ...the third is refused, saying why
         study.run()
-    assert _site_state(network, "lyon-chu", "budget") == before
+    assert _counters(_site_state(network, "lyon-chu", "budget")) == _counters(before)
     assert ledger.remaining("icu-sepsis") == pytest.approx(1e-6, abs=1e-9)
     ledger.set_budget("icu-sepsis", 1e9)  # leave the shared site usable for other tests
 
@@ -215,7 +220,7 @@ def test_governed_approval_two_person_rule_and_expiry(network, tmp_path):
     before = _site_state(network, "boston-general", "governed")
     with pytest.raises(RuntimeError, match="expired on"):
         study.run()
-    assert _site_state(network, "boston-general", "governed") == before  # nothing ran after expiry
+    assert _counters(_site_state(network, "boston-general", "governed")) == _counters(before)  # nothing ran after expiry
     assert audit.verify().ok
 
 

@@ -139,6 +139,25 @@ def test_loader_rejects_wrong_type_with_line_number(export_dir, tmp_path):
     assert "last tuesday" not in str(err.value)  # a value of the file never appears in an error
 
 
+def test_loader_rejects_non_finite_numbers_with_file_column_and_line(export_dir, tmp_path):
+    """inf in 2% of observations used to load silently and turn a site's weights to NaN."""
+    d = _copy(export_dir, tmp_path)
+    obs = pd.read_csv(d / "observations.csv", dtype=str, keep_default_na=False)
+    numeric = obs.index[obs["TYPE"] == "numeric"]
+    hit = numeric[:: max(1, len(numeric) // 50)]
+    obs.loc[hit, "VALUE"] = ["inf", "-Infinity", "nan", "NaN"] * (len(hit) // 4) + ["inf"] * (len(hit) % 4)
+    obs.to_csv(d / "observations.csv", index=False)
+    pat = pd.read_csv(d / "patients.csv", dtype=str, keep_default_na=False)
+    pat.loc[2, "INCOME"] = "inf"
+    pat.to_csv(d / "patients.csv", index=False)
+    with pytest.raises(SyntheaValidationError) as err:
+        load_synthea(d)
+    message = str(err.value)
+    assert f"observations.csv column VALUE: {len(hit)} numeric value(s) are not a finite number" in message
+    assert f"line {int(hit[0]) + 2}" in message
+    assert "patients.csv column INCOME: 1 value(s) are not a finite number (first at line 4)" in message
+
+
 def test_loader_rejects_empty_file(export_dir, tmp_path):
     d = _copy(export_dir, tmp_path)
     (d / "observations.csv").write_text("")

@@ -152,7 +152,7 @@ def evaluate(cohort, weights: dict, plan: dict) -> dict:
         raise Refused(f"study {plan['study']} planned {len(schedule)} evaluations and all have run here")
     secure = _secure_round(site, plan, int(state.get("rounds_done", 0))) if plan.get("secure_aggregation") else None
     epsilon = schedule[done]
-    left = site.debit(epsilon, reference=f"{plan['study']}/evaluation-{done + 1}")  # paid before reading
+    left = site.debit(epsilon, reference=f"{plan['study']}/evaluation-{done + 1}", once=True)  # before reading
     site.save(plan["study"], "evaluations", {"done": done + 1})
     test = split_rows(cohort, "test")
     inputs, labels = model_inputs(test, plan["model"])

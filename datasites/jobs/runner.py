@@ -69,8 +69,8 @@ class Channel(Hospital):
             raise Refused(str(reply["refused"]))
         return reply.get("value") if isinstance(reply, dict) else None
 
-    def debit(self, epsilon: float, *, reference: str) -> float | None:
-        return self._ask("debit", epsilon=float(epsilon), reference=str(reference))
+    def debit(self, epsilon: float, *, reference: str, once: bool = False) -> float | None:
+        return self._ask("debit", epsilon=float(epsilon), reference=str(reference), once=bool(once))
 
     def load(self, study: str, name: str):
         self.check_name(study, name)

@@ -30,9 +30,11 @@ class Hospital(ABC):
     dry_run: bool = True
 
     @abstractmethod
-    def debit(self, epsilon: float, *, reference: str) -> float | None:
+    def debit(self, epsilon: float, *, reference: str, once: bool = False) -> float | None:
         """Pay ``epsilon`` from the budget of the data this job reads, before reading it;
-        returns what is left (None on a dry run). Raises :class:`Refused` if it does not fit."""
+        returns what is left (None on a dry run). Raises :class:`Refused` if it does not fit.
+        ``once``: ``reference`` names one release (a round): paid at most once, however often
+        an execution cut short is repeated."""
 
     @abstractmethod
     def load(self, study: str, name: str) -> Any | None:
@@ -79,8 +81,9 @@ class LocalHospital(Hospital):
         self._peers = dict(peers or {})
         self._researcher = str(researcher)
 
-    def debit(self, epsilon: float, *, reference: str) -> float | None:
-        self.debits.append((float(epsilon), reference))
+    def debit(self, epsilon: float, *, reference: str, once: bool = False) -> float | None:
+        if not (once and any(r == reference for _, r in self.debits)):
+            self.debits.append((float(epsilon), reference))
         return None
 
     def load(self, study: str, name: str) -> Any | None:

