@@ -75,7 +75,11 @@ def provision(server, spec: HospitalSpec, site_dir: Path, *, icu_dataset: bool =
     from syft_policies.ledger import BudgetLedger
 
     home = site_dir.parent
-    BudgetLedger(site_dir / LEDGER_FILE).ensure_budget(spec.dataset_name, spec.epsilon_budget)
+    from syft_policies.reconcile import ledger_may_be_created
+
+    if (site_dir / LEDGER_FILE).exists() or ledger_may_be_created(site_dir):
+        BudgetLedger(site_dir / LEDGER_FILE).ensure_budget(spec.dataset_name, spec.epsilon_budget)
+    # else: the ledger of a site with a history is gone; executions refuse until it is restored
     passwords = site_passwords(spec, site_dir)
     with quiet():
         admin = server.get_guest_client(verbose=False).login(email=spec.admin.email,

@@ -68,7 +68,8 @@ def publish_rwe(site, *, n: int, seed: int, epsilon_budget: float = 10.0) -> tup
     after = check_asset(private, name=RWE_ASSET, schema=RWE_SCHEMA)
     if not after.compliant:
         raise RuntimeError(f"de-identification left problems:\n{after}")
-    BudgetLedger(site.site_dir / LEDGER_FILE).ensure_budget(RWE_DATASET, epsilon_budget)
+    if (site.site_dir / LEDGER_FILE).exists():  # never a new, empty ledger for a site that lost its own
+        BudgetLedger(site.site_dir / LEDGER_FILE).ensure_budget(RWE_DATASET, epsilon_budget)
     with quiet():
         if RWE_DATASET in [d.name for d in admin.datasets]:
             return before, after

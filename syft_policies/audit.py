@@ -3,7 +3,9 @@
 Each line carries its sequence number, the previous line's hash and its own hash
 (SHA-256 over the canonical JSON of everything else). Editing a line breaks its hash,
 removing or swapping lines breaks the sequence and the chain, and a separate head file
-(count and last hash, replaced atomically on every append) catches a truncated tail.
+(count and last hash, replaced atomically on every append) catches a truncated tail. The
+head is also anchored in the site's ledger database beside the log (``ANCHOR_FILE``), so
+deleting the log and its head together does not verify as a fresh, intact log.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from .files import private_file, write_private
 __all__ = ["AuditLog", "Verification", "AUDIT_FILE"]
 
 AUDIT_FILE = "audit.jsonl"
+ANCHOR_FILE = "ledger.sqlite"  # the site's privacy ledger, beside the log
 GENESIS = "0" * 64
+_ANCHOR = "CREATE TABLE IF NOT EXISTS audit_anchor (id INTEGER PRIMARY KEY CHECK (id = 1), entries INTEGER NOT NULL, " \
+          "hash TEXT NOT NULL)"
 
 
 def _hash(record: dict) -> str:
@@ -47,7 +52,30 @@ class AuditLog:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.head = self.path.with_suffix(".head")
+        self.anchor = self.path.parent / ANCHOR_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _anchored(self) -> tuple[int, str] | None:
+        """The (entries, hash) the ledger holds for this log; None without a ledger beside it."""
+        if not self.anchor.exists():
+            return None
+        import sqlite3
+        from contextlib import closing
+
+        with closing(sqlite3.connect(self.anchor, timeout=60)) as db:
+            db.execute(_ANCHOR)
+            row = db.execute("SELECT entries, hash FROM audit_anchor WHERE id = 1").fetchone()
+        return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+    def _anchor(self, entries: int, last: str) -> None:
+        if not self.anchor.exists():
+            return
+        import sqlite3
+        from contextlib import closing
+
+        with closing(sqlite3.connect(self.anchor, timeout=60)) as db, db:
+            db.execute(_ANCHOR)
+            db.execute("INSERT OR REPLACE INTO audit_anchor VALUES (1, ?, ?)", (entries, last))
 
     @contextmanager
     def _locked(self):
@@ -68,6 +96,10 @@ class AuditLog:
         """Record ``event`` (submitted, reviewed, approved, denied, executed, ...) with its details."""
         with self._locked():
             count, last = self._head()
+            anchored = self._anchored()
+            if anchored is not None and anchored[0] > count:  # appending would start a new chain over a lost one
+                raise OSError(f"the audit log {self.path.name} has {count} entries but the ledger's anchor records "
+                              f"{anchored[0]}; restore the log from a backup")
             record = {"seq": count + 1, "at": round(time.time(), 3), "event": event, **fields, "prev": last}
             record["hash"] = _hash(record)
             with open(private_file(self.path), "a") as fh:
@@ -75,6 +107,7 @@ class AuditLog:
                 fh.flush()
                 os.fsync(fh.fileno())
             write_private(self.head, json.dumps({"entries": record["seq"], "hash": record["hash"]}))
+            self._anchor(record["seq"], record["hash"])
         return record
 
     def entries(self) -> list[dict]:
@@ -104,4 +137,11 @@ class AuditLog:
             return Verification(False, len(lines), len(lines) + 1 if count > len(lines) else count + 1,
                                 f"the head records {count} entries ending in {last[:12]}, the log has "
                                 f"{len(lines)} ending in {prev[:12]} (lines removed from or added to the end)")
+        anchored = self._anchored()  # behind the head after a crash between the two writes, never ahead
+        if anchored is not None and anchored[0] > 0:
+            entries, digest = anchored
+            if entries > len(lines) or json.loads(lines[entries - 1]).get("hash") != digest:
+                return Verification(False, len(lines), min(entries, len(lines) + 1),
+                                    f"the ledger's anchor records {entries} entries ending in {digest[:12]}; the "
+                                    f"log has {len(lines)} (the log, or the log and its head, were replaced)")
         return Verification(True, len(lines))

@@ -180,6 +180,13 @@ def _record(audit, client, info: RequestInfo, report, decision: str, **details) 
     audit.append(decision, request=info.id, function=info.function, by=_who(client), **details)
 
 
+def _intent(audit, client, info: RequestInfo, decision: str) -> None:
+    """Write-ahead: the decision is in the audit log before Syft applies it (an audit log that
+    cannot be written stops the decision; a crash in between leaves the intent on record)."""
+    if audit is not None:
+        audit.append("deciding", request=info.id, function=info.function, decision=decision, by=_who(client))
+
+
 def _who(client) -> str:
     try:
         return str(client.account.email)
@@ -245,6 +252,7 @@ def approve_request(client, request_id: str, *, ledger=None, audit=None, governa
             _record(audit, client, info, report, "co-sign-needed", approvers=approval.approvers,
                     irb=approval.irb, dua=approval.dua, purpose=approval.purpose, expires=approval.expires)
             return get_request(client, request_id)
+    _intent(audit, client, info, "approve")
     with quiet():
         result = request.approve()
     if type(result).__name__ == "SyftError":
@@ -287,6 +295,7 @@ def deny_request(client, request_id: str, *, reason: str, audit=None) -> Request
     request = _find(client, request_id)
     _check_pending(request)
     info = _info(request)
+    _intent(audit, client, info, "deny")
     with quiet():
         result = request.deny(reason=reason.strip())
     if type(result).__name__ == "SyftError":

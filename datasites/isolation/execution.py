@@ -135,7 +135,13 @@ class Execution:
     # -- 1. admission ------------------------------------------------------------------------
     def admit(self) -> None:
         from syft_policies.governance import ApprovalExpired
+        from syft_policies.reconcile import records_problem
 
+        problem = records_problem(self.site.site_dir)
+        if problem:  # the detail is for the data owner; the researcher learns only that nothing runs
+            logging.getLogger("medsyft").error("%s refuses to run code: %s", self.site.spec.name, problem)
+            raise Refusal(f"{self.site.spec.name} is not running code until its data owner repairs its privacy "
+                          "records (ledger and audit log)")
         if not self._genuine_release_policy():
             raise Refusal("this site runs only requests whose output policy is its own ReleasePolicy "
                           "(syft_policies.release.ReleasePolicy); resubmit with it")
@@ -291,9 +297,12 @@ def admit_and_record(original):
             execution.admit()
         except Refusal as exc:
             execution.outcome = "refused"
-            site.audit().append("refused", request=execution.request, code=execution.code_id,
-                                function=code_item.service_func_name, researcher=execution.researcher,
-                                reason=str(exc)[:300])
+            try:
+                site.audit().append("refused", request=execution.request, code=execution.code_id,
+                                    function=code_item.service_func_name, researcher=execution.researcher,
+                                    reason=str(exc)[:300])
+            except OSError as failure:  # the audit log itself is what is broken: nothing ran either way
+                logging.getLogger("medsyft").error("%s: refusal not audited: %s", site.spec.name, failure)
             return Err(SyftException(public_message=str(exc)))
         from syft_policies.release_rules import forget_inputs
 
