@@ -221,8 +221,8 @@ class Study:
         for site, body, name in todo:
             if body is medsyft_evaluate:  # one call per planned evaluation, each paid at its epsilon
                 limit = len(self.plan.eval_epsilons)
-            elif body is medsyft_secure_train:  # one call per protocol step
-                limit = len(SECURE_STEPS) * self.plan.rounds
+            elif body is medsyft_secure_train:  # one call per protocol step and attempt
+                limit = len(SECURE_STEPS) * self.plan.rounds * (1 + self.plan.retries)
             else:  # a retry of a round gets the site's same reply (the job pays and trains once a round)
                 limit = (1 + self.plan.retries) * self.plan.rounds
             submit_request(self.clients[site], self._syft_function(site, body, name, limit))
@@ -349,23 +349,34 @@ class Study:
         after masking is dropped and the round completes without it (with at least
         ``plan.secagg_threshold`` survivors); nothing of its update is revealed.
         """
-        total, replies = self.secure_totals(weights, round_no)
+        for attempt in range(1, self.plan.retries + 2):
+            try:
+                total, replies = self.secure_totals(weights, round_no, attempt=attempt)
+                break
+            except StudyStopped as exc:
+                if attempt > self.plan.retries:
+                    raise
+                self.echo(f"  {exc}; trying round {round_no} again with fresh keys (attempt {attempt + 1})")
         n = float(total.pop("~n")[0])
         average = {k: (v / n).astype(np.asarray(weights[k]).dtype) for k, v in total.items()}
         return {**weights, **average}, replies
 
-    def secure_totals(self, weights: dict, round_no: int) -> tuple[dict, dict]:
+    def secure_totals(self, weights: dict, round_no: int, *, attempt: int = 1) -> tuple[dict, dict]:
         """The unmasked sums of ``num_samples * weights`` (and of ``num_samples``, key ``~n``) over
-        the sites that completed the round, and their replies: what a regional aggregator forwards."""
+        the sites that completed the round, and their replies: what a regional aggregator forwards.
+        A failed round is tried again as a new ``attempt`` (fresh keys; each site masks the
+        update it trained for the round; a site that revealed shares before does not join)."""
+        from datasites.jobs.secure_round import round_context
         from secagg import AggregationFailed, SecAggServer
 
         local = tuple(self.strategy.local_layers())
         shared = {k: v for k, v in weights.items() if not k.startswith(local)}
         ids = {site: i + 1 for i, site in enumerate(sorted(self.participants))}
-        server = SecAggServer(context=f"{self.plan.study}/round-{round_no}", threshold=self.plan.secagg_threshold)
+        server = SecAggServer(context=round_context(self.plan.study, round_no, attempt),
+                              threshold=self.plan.secagg_threshold)
 
         def step(site, **message):
-            return self._call(site, self.train_function, message={"round": round_no, **message})
+            return self._call(site, self.train_function, message={"round": round_no, "attempt": attempt, **message})
 
         def each(sites, make):
             out = {}
@@ -376,12 +387,15 @@ class Study:
                     self.echo(f"  {site} dropped out of round {round_no}: {exc}")
             return out
 
-        adverts = each(self.participants, lambda s: step(s, step="advertise", site_id=ids[s]))
-        roster = server.collect_adverts(list(adverts.values()))
-        shares = each(adverts, lambda s: step(s, step="share", roster=roster)["shares"])
-        inboxes = server.route_shares({ids[s]: v for s, v in shares.items()})
-        replies = each(shares, lambda s: step(s, step="mask", weights=shared, inbox=inboxes[ids[s]]))
-        survivors, dropped = server.collect_masked({ids[s]: r["masked"] for s, r in replies.items()})
+        try:
+            adverts = each(self.participants, lambda s: step(s, step="advertise", site_id=ids[s]))
+            roster = server.collect_adverts(list(adverts.values()))
+            shares = each(adverts, lambda s: step(s, step="share", roster=roster)["shares"])
+            inboxes = server.route_shares({ids[s]: v for s, v in shares.items()})
+            replies = each(shares, lambda s: step(s, step="mask", weights=shared, inbox=inboxes[ids[s]]))
+            survivors, dropped = server.collect_masked({ids[s]: r["masked"] for s, r in replies.items()})
+        except AggregationFailed as exc:
+            raise StudyStopped(f"round {round_no} could not be aggregated: {exc}") from exc
         names = {i: s for s, i in ids.items()}
         # the consistency round: every survivor signs the survivor set (and the sites it masked
         # with); a site reveals shares only once all of them did

@@ -321,3 +321,46 @@ def test_secure_aggregation_through_syft_equals_fedavg_and_survives_a_dropout(ne
 
     with pytest.raises(Refused, match="secure aggregation"):  # the plain, unmasked path stays closed
         dp_train(None, start, secure.plan.job_plan())
+
+
+class _LostInConsistency(_DropsAfterMasking):
+    """A session whose connection fails in the consistency step of a round's first attempt."""
+
+    @property
+    def code(self):
+        outer = self._client.code
+
+        class Code:
+            def __getattr__(_, function):
+                call = getattr(outer, function)
+
+                def run(*args, **inputs):
+                    message = inputs.get("message") or {}
+                    if message.get("step") == "consistency" and message.get("attempt") == 1:
+                        raise ConnectionError("connection to the site lost before it signed")
+                    return call(*args, **inputs)
+                return run
+        return Code()
+
+
+def test_a_failed_secure_round_is_tried_again_with_fresh_keys_and_paid_once(network, tmp_path):
+    """A hospital lost in the consistency step stops the round's first attempt (every survivor
+    must sign); nobody revealed a share, so the round runs again with fresh keys, each hospital
+    masking the update it trained for the round: trained and paid once."""
+    _, sites = network
+    names = sorted(sites)
+    plan = StudyPlan(study="agg-retry", sites=names, secure_aggregation=True, rounds=1, epsilon=1.0, model="mlp",
+                     sample_rate=0.1, retries=1)
+    clients = {n: sites[n].researcher() for n in names}
+    clients[names[0]] = _LostInConsistency(clients[names[0]])
+    lines = []
+    study = Study(plan, clients, directory=tmp_path / "agg-retry", echo=lines.append, progress=False)
+    study.submit()
+    _review(network)
+    study.wait_for_approvals()
+    result = study.run()
+    assert any("attempt 2" in line for line in lines), lines
+    assert result.history[0]["sites"] == names and list(result.evaluations) == [SECURE_SUM]
+    for n in names:
+        paid = [d for d in sites[n].ledger().history("icu-sepsis") if d["reference"].startswith("agg-retry/round-")]
+        assert len(paid) == 1 and paid[0]["epsilon"] == pytest.approx(result.epsilon[n])

@@ -165,18 +165,20 @@ def evaluate(cohort, weights: dict, plan: dict) -> dict:
                                 budget_remaining=left, scale=1.0 / epsilon, evaluations_left=len(schedule) - done - 1)}
     if secure is None:
         return {**reply, "histogram": {"edges": [float(e) for e in BIN_EDGES], **noised}}
-    party, round_no = secure
+    party, round_no, document = secure
     masked = party.masked_extra({k: np.asarray(v, dtype=np.float64) for k, v in noised.items()}, purpose="evaluation")
-    site.save(plan["study"], f"secagg-round-{round_no}", party.to_state())  # before anything leaves: once a round
+    site.save(plan["study"], document, party.to_state())  # before anything leaves: once a round
     return {**reply, "round": round_no, "site": party.id, "masked": masked}
 
 
 def _secure_round(site, plan: dict, round_no: int):
-    """The keys of this site's last secure round, checked before anything is paid: the
-    round must be agreed (its survivor set signed) and not yet evaluated here."""
+    """The keys of this site's last secure round (its last attempt), checked before anything
+    is paid: the round must be agreed (its survivor set signed) and not yet evaluated here."""
     from secagg import SecAggSite
 
-    saved = site.load(plan["study"], f"secagg-round-{round_no}") if round_no else None
+    from .secure_round import latest_attempt, round_document
+
+    attempt, saved = latest_attempt(site, plan["study"], round_no) if round_no else (0, None)
     if saved is None:
         raise Refused("a secure-aggregation study is evaluated after a secure round, masked with its keys; "
                       "run a round first")
@@ -188,4 +190,4 @@ def _secure_round(site, plan: dict, round_no: int):
                       "this site signed")
     if "evaluation" in party.to_state()["extras"]:
         raise Refused(f"round {round_no} was already evaluated here; one evaluation a round under its keys")
-    return party, round_no
+    return party, round_no, round_document(round_no, attempt)

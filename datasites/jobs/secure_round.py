@@ -12,6 +12,13 @@ bound to site names by the signed adverts; names must be sites of the approved p
 the threshold more than half of them. Everything signed names the researcher the datasite
 runs the request for, so nothing from another researcher's study of the same name counts.
 
+A round that fails (a site dies, a relay lies) is tried again as a new ``attempt`` with
+fresh keys and a context of its own. A site takes part in a new attempt only if it
+revealed no share in an earlier attempt of the round, and it masks the same update it
+trained for the round (never a second training): fewer than ``t`` sites can have revealed
+anything in an attempt a new one can still complete, so no earlier sum was ever opened
+to compare with, and the update is paid and trained once.
+
 A relay that tells sites different survivor sets, shrinks a site's set of peers, swaps a
 site's keys or replays a step gets a refusal and no share. The site's secrets for the
 round stay at the hospital (its study document ``secagg-round-N``, kept by the datasite);
@@ -27,9 +34,29 @@ from .cohort import check_frame
 from .site import Refused, hospital
 from .training import train_round
 
-__all__ = ["secure_train", "SECURE_STEPS"]
+__all__ = ["secure_train", "SECURE_STEPS", "MAX_ATTEMPTS", "round_document", "round_context", "latest_attempt"]
 
 SECURE_STEPS = ("advertise", "share", "mask", "consistency", "unmask")
+MAX_ATTEMPTS = 5  # of one round
+
+
+def round_document(round_no: int, attempt: int = 1) -> str:
+    """The study document holding this site's secrets of one attempt of a round."""
+    return f"secagg-round-{round_no}" + (f"-attempt-{attempt}" if attempt > 1 else "")
+
+
+def round_context(study: str, round_no: int, attempt: int = 1) -> str:
+    """What the attempt's keys, shares and signatures are bound to."""
+    return f"{study}/round-{round_no}" + (f"/attempt-{attempt}" if attempt > 1 else "")
+
+
+def latest_attempt(site, study: str, round_no: int):
+    """(attempt, saved state) of the last attempt of ``round_no`` this site took part in, or (0, None)."""
+    for attempt in range(MAX_ATTEMPTS, 0, -1):
+        saved = site.load(study, round_document(round_no, attempt))
+        if saved is not None:
+            return attempt, saved
+    return 0, None
 _FIELDS = {"advertise": ("site_id",), "share": ("roster",), "mask": ("weights", "inbox"),
            "consistency": ("survivors",), "unmask": ("survivors", "dropped", "signatures")}
 
@@ -60,11 +87,13 @@ def secure_train(cohort, message: dict, plan: dict) -> dict:
         raise Refused("this study was not approved with secure aggregation")
     if not isinstance(message, dict):
         raise Refused("a secure-aggregation message is a dict with a step and a round")
-    step, round_no = message.get("step"), message.get("round", 0)
+    step, round_no, attempt = message.get("step"), message.get("round", 0), message.get("attempt", 1)
     if step not in SECURE_STEPS:
         raise Refused(f"step must be one of {SECURE_STEPS}, got {step!r}")
     if not isinstance(round_no, int) or isinstance(round_no, bool) or not 1 <= round_no <= plan["rounds"]:
         raise Refused(f"round {round_no!r} is outside the approved plan's {plan['rounds']} rounds")
+    if not isinstance(attempt, int) or isinstance(attempt, bool) or not 1 <= attempt <= MAX_ATTEMPTS:
+        raise Refused(f"attempt must be a whole number from 1 to {MAX_ATTEMPTS}")
     missing = [f for f in _FIELDS[step] if f not in message]
     if missing:
         raise Refused(f"the {step} step needs {', '.join(missing)}")
@@ -75,16 +104,21 @@ def secure_train(cohort, message: dict, plan: dict) -> dict:
         return {"dry_run": True, "step": step, "round": round_no}
     if site.name not in plan["sites"]:
         raise Refused(f"{site.name} is not one of this study's sites")
-    document = f"secagg-round-{round_no}"
+    document = round_document(round_no, attempt)
     saved = site.load(plan["study"], document)
     if step == "advertise":
         if saved is not None:
             raise Refused(f"round {round_no} keys were already made here; a round's keys are made once")
+        for earlier in range(1, attempt):  # a site that revealed shares once never re-masks the round
+            before = site.load(plan["study"], round_document(round_no, earlier))
+            if before is not None and before.get("unmasked"):
+                raise Refused(f"this site revealed its shares in attempt {earlier} of round {round_no}; another "
+                              "attempt could let the relay compare two sums, so it is refused")
     elif saved is None:
         raise Refused(f"round {round_no} has no keys here yet; start with the advertise step")
     try:
         if step == "advertise":
-            party = SecAggSite(message["site_id"], context=f"{plan['study']}/round-{round_no}", name=site.name,
+            party = SecAggSite(message["site_id"], context=round_context(plan["study"], round_no, attempt), name=site.name,
                                session=site.researcher(), codec=FixedPoint(int(plan.get("fraction_bits", 24))))
             reply = party.advertise(site.sign)
         else:
@@ -95,7 +129,7 @@ def secure_train(cohort, message: dict, plan: dict) -> dict:
                 reply = {"shares": party.share_keys(message["roster"], threshold=threshold,
                                                     verify=_verifier(plan, site))}
             elif step == "mask":
-                reply = _mask(party, frame, message, plan, site, round_no)
+                reply = _mask(party, frame, message, plan, site, round_no, attempt)
             elif step == "consistency":
                 reply = {"site": party.id, "signature": site.sign(party.agree(message["survivors"]))}
             else:
@@ -107,8 +141,8 @@ def secure_train(cohort, message: dict, plan: dict) -> dict:
     return reply
 
 
-def _mask(party, frame, message: dict, plan: dict, site, round_no: int) -> dict:
-    """Train, then mask; the reply is the masked vector and public plan numbers only."""
+def _mask(party, frame, message: dict, plan: dict, site, round_no: int, attempt: int) -> dict:
+    """Train (once a round), then mask; the reply is the masked vector and public plan numbers only."""
     from secagg import AggregationFailed
 
     if party.stage != "shared":
@@ -119,15 +153,22 @@ def _mask(party, frame, message: dict, plan: dict, site, round_no: int) -> dict:
     if not isinstance(message["weights"], dict):
         raise ValueError("weights must map layer names to arrays")
     done = int((site.load(plan["study"], "state") or {}).get("rounds_done", 0))
-    if done + 1 != round_no:  # checked before any epsilon is spent
-        raise Refused(f"this site's next round is {done + 1}, not {round_no}")
-    try:
-        result = train_round(frame, message["weights"], plan)
-    except ValueError as exc:  # not the protocol's: its detail stays at the site, like any job error
-        raise RuntimeError("training failed") from exc
-    n = float(result["num_samples"])
-    update = {k: n * np.asarray(v, dtype=np.float64) for k, v in result["weights"].items()}
-    update["~n"] = np.array([n])
-    reply = {k: result[k] for k in ("round", "epsilon", "delta", "budget_remaining", "receipt")}
-    reply["masked"] = party.masked_input(update, inbox=inbox)
+    trained = site.load(plan["study"], f"secagg-update-{round_no}")
+    if trained is None:
+        if done + 1 != round_no:  # checked before any epsilon is spent
+            raise Refused(f"this site's next round is {done + 1}, not {round_no}")
+        try:
+            result = train_round(frame, message["weights"], plan)
+        except ValueError as exc:  # not the protocol's: its detail stays at the site, like any job error
+            raise RuntimeError("training failed") from exc
+        n = float(result["num_samples"])
+        update = {k: n * np.asarray(v, dtype=np.float64) for k, v in result["weights"].items()}
+        update["~n"] = np.array([n])
+        trained = {"update": update, "reply": {k: result[k] for k in ("round", "epsilon", "delta", "budget_remaining",
+                                                                      "receipt")}}
+        site.save(plan["study"], f"secagg-update-{round_no}", trained)  # a later attempt masks this, never retrains
+    elif attempt == 1:
+        raise Refused(f"this site already trained round {round_no}; a new attempt of the round masks it again")
+    reply = dict(trained["reply"])
+    reply["masked"] = party.masked_input(trained["update"], inbox=inbox)
     return reply
