@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -170,38 +171,82 @@ def data_generate(
     typer.echo(table.to_string())
 
 
+@contextlib.contextmanager
+def _home_lock(home: Path):
+    """An exclusive lock on ``<home>/.sites-up.lock`` for the duration of the block."""
+    import fcntl
+
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home / ".sites-up.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _site_error(spec, exc: Exception) -> int:
+    """One line on stderr for a site that failed (``MEDSYFT_DEBUG=1``: the traceback)."""
+    if os.environ.get("MEDSYFT_DEBUG"):
+        raise exc
+    text = _one_line(exc)
+    text = text[len(spec.name) + 2:] if text.startswith(f"{spec.name}: ") else text
+    typer.echo(f"{spec.name:<16} error: {text}", err=True)
+    return 1
+
+
 @sites_app.command("up")
 def sites_up(home: Path = HomeOpt, site: Optional[list[str]] = SiteOpt,
              patients: int = typer.Option(3000, help="Population size if data must be generated first."),
              seed: int = typer.Option(7)):
-    """Start each hospital as its own HTTP server process on 127.0.0.1 (idempotent)."""
+    """Start each hospital as its own HTTP server process on 127.0.0.1 (idempotent: one server per site)."""
     from datasites import ensure_site_data, start_site
 
     specs = _specs(site)
-    ensure_site_data(_specs(None), home, n_patients=patients, seed=seed)
+    with _home_lock(home):  # two `sites up` at once: one generates missing data, the other waits for it
+        ensure_site_data(_specs(None), home, n_patients=patients, seed=seed)
+    failed = 0
     for spec in specs:
-        handle = start_site(spec, home, mode="http")
-        typer.echo(f"{spec.name:<16} running at {handle.url}  (data in {handle.site_dir})")
+        try:
+            handle = start_site(spec, home, mode="http")
+        except Exception as exc:  # noqa: BLE001 - one line per site, the other sites still go on
+            failed += _site_error(spec, exc)
+            continue
+        if handle.started:
+            typer.echo(f"{spec.name:<16} started at {handle.url} (pid {handle.pid}; data in {handle.site_dir})")
+        else:
+            typer.echo(f"{spec.name:<16} already running at {handle.url} (pid {handle.pid})")
+    if failed:
+        raise typer.Exit(1)
 
 
 @sites_app.command("down")
 def sites_down(home: Path = HomeOpt, site: Optional[list[str]] = SiteOpt):
-    """Stop the hospitals' server processes (their data stays)."""
-    from datasites import stop_site
+    """Stop the hospitals' server processes (their data stays) and check their ports are free."""
+    from datasites.server import stop_site_report
 
+    failed = 0
     for spec in _specs(site):
-        typer.echo(f"{spec.name:<16} {'stopped' if stop_site(spec, home) else 'was not running'}")
+        try:
+            report = stop_site_report(spec, home)
+        except Exception as exc:  # noqa: BLE001 - one line per site, the other sites still go on
+            failed += _site_error(spec, exc)
+            continue
+        failed += report["port_free"] is False
+        typer.echo(f"{spec.name:<16} {report['message']}", err=report["port_free"] is False)
+    if failed:
+        raise typer.Exit(1)
 
 
 @sites_app.command("status")
 def sites_status(home: Path = HomeOpt, site: Optional[list[str]] = SiteOpt):
-    """Show whether each hospital is running, and where."""
+    """Show whether each hospital is running (answering as itself), starting, unresponsive,
+    not running, or finds its port taken by another server; and what to do."""
     from datasites import site_status
 
     for spec in _specs(site):
         s = site_status(spec, home)
-        where = f"http://127.0.0.1:{s['port']} (pid {s['pid']})" if s["port"] else "-"
-        typer.echo(f"{spec.name:<16} {spec.region}/{spec.jurisdiction:<6} {s['state']:<8} {where}")
+        typer.echo(f"{spec.name:<16} {spec.region}/{spec.jurisdiction:<6} {s['label']:<12} {s['detail'] or '-'}")
 
 
 def _officer(name: str, home: Path):
