@@ -115,7 +115,8 @@ def test_http_sites_review_cli_and_restart(http_site):
     audit = _cli("audit", "show", "--site", spec.name, env=env)
     assert "approved" in audit and "denied" in audit and "row-level output" in audit and "IRB-2026-9" in audit
     assert "executed" in audit and "outcome=released" in audit and "template=cohort_summary" in audit
-    assert "intact: 8 entries" in _cli("audit", "verify", "--site", spec.name, env=env)  # with its debit
+    # submitted, reviewed, deciding, approved; the same for the denial; debited; executed
+    assert "intact: 10 entries" in _cli("audit", "verify", "--site", spec.name, env=env)
 
     # expected failures are one line that says what to do, never a traceback or a secret
     code, out = _cli_fails("review", "approve", "deadbeef", "--site", spec.name, "--purpose", "x", "--irb", "I", env=env)
