@@ -111,6 +111,10 @@ def demo(
     servers: bool = typer.Option(False, "--servers", help="Run every hospital as its own HTTP server process."),
     results: Optional[Path] = typer.Option(None, help="Where summary.json, plots and reports go "
                                                       "(default results/ or results/cross-border/)."),
+    deadline: float = typer.Option(900.0, min=1, max=86400, help="sepsis: seconds one hospital call may take "
+                                                                 "before that hospital is left out of the round."),
+    retries: int = typer.Option(2, min=0, max=10, help="sepsis: further attempts when a hospital cannot be "
+                                                       "reached (backoff 2 s, 4 s, ...)."),
 ):
     """Run a demo study end to end on simulated hospitals."""
     if scenario == "cross-border":
@@ -134,8 +138,10 @@ def demo(
     if patients < 600:
         raise typer.BadParameter("use at least 600 patients so every hospital has a cohort to train on",
                                  param_hint="--patients")
+    if not math.isfinite(deadline):
+        raise typer.BadParameter("give a finite number of seconds", param_hint="--deadline")
     summary = run_demo(home, n_patients=patients, seed=seed, servers=servers, rounds=rounds or 8,
-                       results=results or Path("results"), echo=typer.echo)
+                       results=results or Path("results"), echo=typer.echo, deadline=deadline, retries=retries)
     typer.echo(format_summary(summary))
 
 

@@ -101,8 +101,13 @@ def _site_profile(frame) -> dict:
 
 
 def run_demo(home: Path, *, n_patients: int = DEFAULT_PATIENTS, seed: int = 7, servers: bool = False,
-             rounds: int = 8, results: Path = Path("results"), echo=print, progress: bool = True) -> dict:
-    """Run the study and its baselines; write ``results/``; return the summary."""
+             rounds: int = 8, results: Path = Path("results"), echo=print, progress: bool = True,
+             deadline: float = 900.0, retries: int = 2, connect=None) -> dict:
+    """Run the study and its baselines; write ``results/``; return the summary.
+
+    ``deadline`` and ``retries``: per site call (``StudyPlan``). ``connect(site)``: the
+    researcher's client of a site (default ``site.researcher()``; the fault tests route it
+    through a proxy)."""
     t0 = time.monotonic()
     specs = shipped_specs()
     home = Path(home) / "demo"
@@ -115,11 +120,12 @@ def run_demo(home: Path, *, n_patients: int = DEFAULT_PATIENTS, seed: int = 7, s
     sites = {s.name: start_site(s, home, mode=mode) for s in specs}
     try:
         plan = StudyPlan(study="sepsis-lstm", sites=list(sites), model="lstm", strategy="fedavg", rounds=rounds,
-                         epsilon=6.0, delta=1e-5, seed=seed, **DEMO_EVALUATION)
+                         epsilon=6.0, delta=1e-5, seed=seed, deadline=deadline, retries=retries,
+                         **DEMO_EVALUATION)
         echo(f"[3/6] researcher: submits study {plan.study} ({plan.model}, {plan.strategy}, {plan.rounds} rounds, "
              f"epsilon={plan.epsilon} at delta={plan.delta}, noise_multiplier={plan.noise_multiplier:.3f}) "
              "and one row-level request")
-        clients = {name: site.researcher() for name, site in sites.items()}
+        clients = {name: (connect or (lambda s: s.researcher()))(site) for name, site in sites.items()}
         study = Study(plan, clients, directory=home / "studies" / plan.study, echo=echo, progress=progress)
         study.submit()
         rogue_site = specs[1].name

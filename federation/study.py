@@ -189,7 +189,7 @@ class Study:
         out = {}
         for site in self.plan.sites:
             try:
-                rows = remaining_budget(self.clients[site])
+                rows = self._reachable(site, lambda: remaining_budget(self.clients[site]))
             except RuntimeError:
                 out[site] = None
                 continue
@@ -207,7 +207,7 @@ class Study:
         for site in self.plan.sites:
             for body, name in ((train, self.train_function), (medsyft_evaluate, self.evaluate_function)):
                 try:
-                    request_status(self.clients[site], name)
+                    self._reachable(site, lambda: request_status(self.clients[site], name))
                 except LookupError:
                     todo.append((site, body, name))
         need = self.plan.total_epsilon  # DP-SGD plus the noised evaluations
@@ -219,19 +219,25 @@ class Study:
             raise PlanError(f"the plan needs epsilon {need:.2f} at each site but {detail} left of "
                             f"{self.plan.dataset!r}; lower epsilon or rounds, or drop those sites")
         for site, body, name in todo:
-            if body is medsyft_evaluate:  # one call per planned evaluation, each paid at its epsilon
-                limit = len(self.plan.eval_epsilons)
+            if body is medsyft_evaluate:  # the job pays and counts each planned evaluation once; retries fetch
+                limit = len(self.plan.eval_epsilons) * (1 + self.plan.retries)
             elif body is medsyft_secure_train:  # one call per protocol step and attempt
                 limit = len(SECURE_STEPS) * self.plan.rounds * (1 + self.plan.retries)
             else:  # a retry of a round gets the site's same reply (the job pays and trains once a round)
                 limit = (1 + self.plan.retries) * self.plan.rounds
-            submit_request(self.clients[site], self._syft_function(site, body, name, limit))
+            def send(site=site, body=body, name=name, limit=limit):
+                try:  # a submission whose reply was lost must not be sent twice
+                    return request_status(self.clients[site], name)
+                except LookupError:
+                    return submit_request(self.clients[site], self._syft_function(site, body, name, limit))
+            self._reachable(site, send)
 
     def approvals(self) -> dict[str, RequestStatus]:
         """Per site: approved only when both requests are; denied (with the reason) if either is."""
         out = {}
         for site in self.plan.sites:
-            states = [request_status(self.clients[site], f) for f in (self.train_function, self.evaluate_function)]
+            states = [self._reachable(site, lambda f=f: request_status(self.clients[site], f))
+                      for f in (self.train_function, self.evaluate_function)]
             denied = [s for s in states if s.status == "denied"]
             if denied:
                 out[site] = RequestStatus(site, self.train_function, "denied", denied[0].reason)
@@ -286,7 +292,11 @@ class Study:
         def call():
             try:
                 with quiet():
-                    answer.put((True, getattr(client.code, function)(cohort=self._asset(site), **inputs)))
+                    result = getattr(client.code, function)(cohort=self._asset(site), **inputs)
+                    if hasattr(result, "get") and not (type(result).__name__ == "SyftError"
+                                                       or isinstance(result, Exception)):
+                        result = result.get()  # fetching the output is a network call too
+                answer.put((True, result))
             except BaseException as exc:  # Syft raises SyftException for errors inside the job
                 answer.put((False, exc))
 
@@ -302,7 +312,21 @@ class Study:
         if type(result).__name__ == "SyftError" or isinstance(result, Exception):
             kind = SiteUnreachable if _unreachable(result) else RuntimeError
             raise kind(f"{function} at {site} failed: {result}")
-        return result.get() if hasattr(result, "get") else result
+        return result
+
+    def _reachable(self, site: str, call):
+        """``call()`` (a submission or a status query), retried like a round's calls when the
+        network, not the site, failed."""
+        def once():
+            try:
+                return call()
+            except SiteUnreachable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - only network failures are retried
+                if _unreachable(exc):
+                    raise SiteUnreachable(f"{site} could not be reached: {str(exc).splitlines()[0][:200]}") from exc
+                raise
+        return self._retrying(site, "asking", once)
 
     def _retrying(self, site: str, what: str, call):
         """``call()``, tried again with backoff while ``site`` cannot be reached (``plan.retries``)."""
@@ -428,7 +452,7 @@ class Study:
         replies = {}
         for i, site in names.items():
             try:
-                replies[i] = self.evaluate(site, weights)
+                replies[i] = self.evaluate(site, weights, round_no)
             except RuntimeError as exc:
                 self.echo(f"  {site} did not evaluate round {round_no}: {exc}")
         spent = {names[i]: float(r["receipt"]["epsilon"]) for i, r in replies.items()}
@@ -441,8 +465,16 @@ class Study:
         return {"histogram": {"edges": [float(e) for e in BIN_EDGES], **counts}, "sites": sorted(spent),
                 "receipts": {names[i]: r["receipt"] for i, r in replies.items()}}, spent
 
-    def evaluate(self, site: str, weights: dict) -> dict:
-        return self._call(site, self.evaluate_function, weights)
+    def evaluate(self, site: str, weights: dict, round_no: int | None = None) -> dict:
+        """The site's noised evaluation of ``weights``; naming the round makes a retry fetch
+        the same reply instead of paying for another evaluation."""
+        if round_no is None:
+            return self._call(site, self.evaluate_function, weights)
+        from datasites.jobs.training import ROUND_KEY
+
+        tagged = {**weights, ROUND_KEY: int(round_no)}
+        return self._retrying(site, f"the evaluation of round {round_no}",
+                              lambda: self._call(site, self.evaluate_function, tagged))
 
     def run(self, rounds: int | None = None) -> StudyResult:
         """Run the remaining rounds (or ``rounds`` more); checkpoint after each.
@@ -526,7 +558,7 @@ class Study:
         else:
             for site in sites:
                 try:
-                    evaluations[site] = self.evaluate(site, self.weights)
+                    evaluations[site] = self.evaluate(site, self.weights, round_no)
                     spent[site] = float(evaluations[site]["receipt"]["epsilon"])
                 except RuntimeError as exc:
                     self.echo(f"  {site} did not evaluate round {round_no}: {str(exc).splitlines()[0][:300]}")

@@ -134,26 +134,37 @@ def evaluate(cohort, weights: dict, plan: dict) -> dict:
     """Noised score histograms of the global ``weights`` (plus this site's local layers, if
     the study keeps any) on this hospital's held-out split; the k-th call of a study costs
     ``plan["eval_epsilons"][k]``. In a secure-aggregation study they leave masked with the
-    last round's keys (``_masked_round``), so the researcher sees only their sum."""
+    last round's keys (``_masked_round``), so the researcher sees only their sum.
+
+    ``weights`` may name the round evaluated (``ROUND_KEY``): a repeat of the last one gets
+    the same reply again (a reply lost on the way is fetched, not re-made and re-paid)."""
+    from .training import ROUND_KEY
+
     problems = plan_problems(plan)
     if problems:
         raise Refused("the plan is outside what this site allows: " + "; ".join(problems))
     schedule = evaluation_schedule(plan)
     cohort = check_frame(cohort)
     weights = dict(weights)
+    wanted = weights.pop(ROUND_KEY, None)
+    if wanted is not None and (isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1):
+        raise Refused("the round evaluated must be a whole number from 1")
     site = hospital()
+    history = site.load(plan["study"], "evaluations") or {}
+    if wanted is not None and history.get("round") == wanted and history.get("reply") is not None:
+        return history["reply"]  # the same release again: nothing computed, nothing paid
     state = site.load(plan["study"], "state") or {}
     if plan.get("local_layers"):
         weights.update(state.get("local_layers", {}))
     model = build_model(plan["model"], seed=plan["seed"])
     set_weights(model, weights)  # shapes and finiteness checked before anything is paid
-    done = int((site.load(plan["study"], "evaluations") or {}).get("done", 0))
+    done = int(history.get("done", 0))
     if done >= len(schedule):
         raise Refused(f"study {plan['study']} planned {len(schedule)} evaluations and all have run here")
     secure = _secure_round(site, plan, int(state.get("rounds_done", 0))) if plan.get("secure_aggregation") else None
     epsilon = schedule[done]
     left = site.debit(epsilon, reference=f"{plan['study']}/evaluation-{done + 1}", once=True)  # before reading
-    site.save(plan["study"], "evaluations", {"done": done + 1})
+    site.save(plan["study"], "evaluations", {"done": done + 1, "round": wanted})
     test = split_rows(cohort, "test")
     inputs, labels = model_inputs(test, plan["model"])
     scores = predict(plan["model"], weights, inputs, seed=plan["seed"])
@@ -164,11 +175,15 @@ def evaluate(cohort, weights: dict, plan: dict) -> dict:
              "receipt": receipt("discrete Laplace (OpenDP) on score histograms, L1 sensitivity 1", epsilon=epsilon,
                                 budget_remaining=left, scale=1.0 / epsilon, evaluations_left=len(schedule) - done - 1)}
     if secure is None:
-        return {**reply, "histogram": {"edges": [float(e) for e in BIN_EDGES], **noised}}
-    party, round_no, document = secure
-    masked = party.masked_extra({k: np.asarray(v, dtype=np.float64) for k, v in noised.items()}, purpose="evaluation")
-    site.save(plan["study"], document, party.to_state())  # before anything leaves: once a round
-    return {**reply, "round": round_no, "site": party.id, "masked": masked}
+        reply["histogram"] = {"edges": [float(e) for e in BIN_EDGES], **noised}
+    else:
+        party, round_no, document = secure
+        masked = party.masked_extra({k: np.asarray(v, dtype=np.float64) for k, v in noised.items()},
+                                    purpose="evaluation")
+        site.save(plan["study"], document, party.to_state())  # before anything leaves: once a round
+        reply.update(round=round_no, site=party.id, masked=masked)
+    site.save(plan["study"], "evaluations", {"done": done + 1, "round": wanted, "reply": reply})
+    return reply
 
 
 def _secure_round(site, plan: dict, round_no: int):
