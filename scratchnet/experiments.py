@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["hospital_cohorts", "auroc_against_epsilon", "skewed_hospitals", "compare_strategy"]
+__all__ = ["hospital_cohorts", "auroc_against_epsilon", "skewed_hospitals", "compare_strategy", "ATTACKS",
+           "iid_hospitals", "byzantine_study"]
 
 
 def hospital_cohorts(patients: int, *, seed: int = 7) -> dict:
@@ -98,3 +99,76 @@ def compare_strategy(sites: dict, strategy, *, rounds: int = 4, study: str,
         inputs, labels = model_inputs(split_rows(f, "test"), plan.model)
         aurocs[n] = auroc(labels, predict(plan.model, {**weights, **local}, inputs, seed=plan.seed))
     return float(np.mean(drift)), aurocs
+
+
+ATTACKS = {"sign-flip": -1.0, "x-10": -10.0, "x50": 50.0, "nan": float("nan")}  # factor on the honest update
+
+
+def iid_hospitals(frames: dict, n_sites: int, *, seed: int = 0) -> dict:
+    """The pooled patients dealt at random into ``n_sites`` equal hospitals (each keeps its
+    train/test split): alike on purpose, so that a site that differs is the attacker."""
+    import pandas as pd
+
+    frame = pd.concat(list(frames.values()), ignore_index=True)
+    order = np.random.default_rng(seed).permutation(len(frame))
+    return {f"site-{i + 1}": frame.iloc[np.sort(part)].reset_index(drop=True)
+            for i, part in enumerate(np.array_split(order, n_sites))}
+
+
+def byzantine_study(sites: dict, strategy, *, byzantine: str | None = None, attack: str | float = "x-10",
+                    rounds: int = 8, study: str, model: str = "mlp", epsilon: float = 10.0, lr: float = 0.02,
+                    sample_rate: float = 0.5, local_epochs: int = 5) -> tuple[float, list[dict]]:
+    """Run ``strategy`` over ``sites`` with the vetted DP job called directly (as
+    :func:`compare_strategy`), one site ``byzantine`` altering its reply after honest training:
+    it sends ``global + factor * (weights - global)`` (``attack``: a name in ``ATTACKS`` or the
+    factor). Returns the pooled test AUROC of the final model (exact: a simulation) and what
+    the strategy quarantined each round. The defaults (large Poisson batches, the epsilon cap
+    of a site) keep DP noise small enough that clean FedAvg is stable from run to run."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a small MLP: one thread is faster than several on a shared machine
+    try:
+        return _byzantine_study(sites, strategy, byzantine=byzantine, attack=attack, rounds=rounds, study=study,
+                                model=model, epsilon=epsilon, lr=lr, sample_rate=sample_rate,
+                                local_epochs=local_epochs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _byzantine_study(sites, strategy, *, byzantine, attack, rounds, study, model, epsilon, lr, sample_rate,
+                     local_epochs):
+    from datasites.jobs.cohort import split_rows
+    from datasites.jobs.evaluation import auroc, predict
+    from datasites.jobs.models import build_model, get_weights, model_inputs
+    from datasites.jobs.site import LocalHospital, use_hospital
+    from datasites.jobs.training import dp_train
+    from federation import StudyPlan
+
+    factor = ATTACKS[attack] if isinstance(attack, str) else float(attack)
+    hospitals = {name: LocalHospital(name, dry_run=False) for name in sites}
+    plan = StudyPlan(study=study, sites=list(sites), model=model, strategy=strategy.name, rounds=rounds,
+                     epsilon=epsilon, lr=lr, sample_rate=sample_rate, local_epochs=local_epochs,
+                     prox_mu=getattr(strategy, "prox_mu", 0.1) or 0.1)
+    job = {**plan.job_plan(), "prox_mu": strategy.prox_mu, "local_layers": list(strategy.local_layers())}
+    weights = get_weights(build_model(plan.model, seed=plan.seed))
+    quarantined = []
+    for _ in range(rounds):
+        shared = {k: v for k, v in weights.items() if not k.startswith(strategy.local_layers())}
+        results = {}
+        for n, f in sites.items():
+            with use_hospital(hospitals[n]):
+                results[n] = dp_train(f, shared, job)
+        if byzantine is not None:
+            honest = results[byzantine]["weights"]
+            results[byzantine] = {**results[byzantine], "weights": {
+                k: (shared[k] + factor * (v - shared[k])).astype(np.float32) for k, v in honest.items()}}
+        weights = strategy.aggregate(weights, results)
+        quarantined.append(dict(strategy.quarantined))
+    scores, labels = [], []
+    for n, f in sites.items():
+        local = (hospitals[n].load(study, "state") or {}).get("local_layers", {})
+        inputs, y = model_inputs(split_rows(f, "test"), plan.model)
+        scores.append(predict(plan.model, {**weights, **local}, inputs, seed=plan.seed))
+        labels.append(y)
+    return auroc(np.concatenate(labels), np.concatenate(scores)), quarantined
