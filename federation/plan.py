@@ -100,9 +100,17 @@ class StudyPlan:
         if self.model not in MODELS:
             problems.append(f"model {self.model!r}: choose one of {sorted(MODELS)}")
         try:
-            make_strategy(self.strategy, **self._strategy_kwargs())
+            strategy = make_strategy(self.strategy, **self._strategy_kwargs())
         except (ValueError, TypeError) as exc:
             problems.append(f"strategy: {exc}")
+        else:
+            if strategy.inspects_updates and self.secure_aggregation:
+                problems.append(f"strategy {self.strategy!r} reads each site's update, which secure aggregation "
+                                "never shows; use fedavg, fedprox or fedbn with secure_aggregation")
+            need = strategy.min_updates()
+            if need > len(self.sites) or (self.min_sites is not None and need > self.min_sites):
+                problems.append(f"strategy {self.strategy!r} needs at least {need} sites' updates each round; the "
+                                f"plan has {len(self.sites)} sites (min_sites {self.min_sites})")
         if not 1 <= self.rounds <= MAX_ROUNDS or not 1 <= self.local_epochs <= MAX_LOCAL_EPOCHS:
             problems.append(f"rounds must be 1 to {MAX_ROUNDS} and local_epochs 1 to {MAX_LOCAL_EPOCHS}")
         if self.sample_rate < MIN_SAMPLE_RATE:

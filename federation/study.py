@@ -513,13 +513,17 @@ class Study:
                         bar.update(1)
                     previous = None
                     self._quorum(r, results, dropped)
-                    self.weights = self.strategy.aggregate(self.weights, results)
+                    try:
+                        self.weights = self.strategy.aggregate(self.weights, results)
+                    except ValueError as exc:  # e.g. too few clean updates for a robust rule
+                        raise StudyStopped(f"round {r} could not be aggregated: {exc}") from exc
                 self.round = r
                 self.history.append({
                     "round": r, "sites": list(results), "dropped": dropped,
                     "epsilon": {s: float(res["epsilon"]) for s, res in results.items()},
                     "num_samples": {s: res.get("num_samples") for s, res in results.items()},  # secure: hidden
-                    "update_norm": ({s: _distance(res["weights"], self.weights) for s, res in results.items()}
+                    "update_norm": ({s: _distance(res["weights"], self.weights) for s, res in results.items()
+                                     if s not in (getattr(self.strategy, "quarantined", None) or {})}
                                     if previous is None else {"global": _distance(previous, self.weights)}),
                     "quarantined": dict(getattr(self.strategy, "quarantined", {}) or {}),
                     "budget_remaining": {s: res.get("budget_remaining") for s, res in results.items()},

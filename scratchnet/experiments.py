@@ -86,10 +86,7 @@ def compare_strategy(sites: dict, strategy, *, rounds: int = 4, study: str,
     drift = []
     for _ in range(rounds):
         shared = {k: v for k, v in weights.items() if not k.startswith(strategy.local_layers())}
-        results = {}
-        for n, f in sites.items():
-            with use_hospital(hospitals[n]):
-                results[n] = dp_train(f, shared, job)
+        results = _train_everywhere(sites, hospitals, shared, job)
         drift.append(np.mean([np.sqrt(sum(float(np.sum((r["weights"][k] - weights[k]) ** 2)) for k in r["weights"]))
                               for r in results.values()]))
         weights = strategy.aggregate(weights, results)
@@ -155,10 +152,7 @@ def _byzantine_study(sites, strategy, *, byzantine, attack, rounds, study, model
     quarantined = []
     for _ in range(rounds):
         shared = {k: v for k, v in weights.items() if not k.startswith(strategy.local_layers())}
-        results = {}
-        for n, f in sites.items():
-            with use_hospital(hospitals[n]):
-                results[n] = dp_train(f, shared, job)
+        results = _train_everywhere(sites, hospitals, shared, job)
         if byzantine is not None:
             honest = results[byzantine]["weights"]
             results[byzantine] = {**results[byzantine], "weights": {
@@ -172,3 +166,15 @@ def _byzantine_study(sites, strategy, *, byzantine, attack, rounds, study, model
         scores.append(predict(plan.model, {**weights, **local}, inputs, seed=plan.seed))
         labels.append(y)
     return auroc(np.concatenate(labels), np.concatenate(scores)), quarantined
+
+
+def _train_everywhere(sites: dict, hospitals: dict, shared: dict, job: dict) -> dict:
+    """One round of the vetted DP job at every local hospital (its accountant kept in memory)."""
+    from datasites.jobs.site import use_hospital
+    from datasites.jobs.training import dp_train
+
+    results = {}
+    for name, frame in sites.items():
+        with use_hospital(hospitals[name]):
+            results[name] = dp_train(frame, shared, job)
+    return results
