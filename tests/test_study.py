@@ -312,7 +312,7 @@ def test_secure_aggregation_through_syft_equals_fedavg_and_survives_a_dropout(ne
     assert list(result.evaluations) == [SECURE_SUM] and result.history[-1]["site_auroc"] == {}
     assert set(result.evaluation_epsilon) == set(names) - {names[1]} and 0 <= result.auroc <= 1
     counts = result.evaluations[SECURE_SUM]["histogram"]
-    assert sum(counts["positive"]) + sum(counts["negative"]) > 100  # both survivors' test patients, noised
+    assert sum(counts["positive"]) + sum(counts["negative"]) > 50  # both survivors' test patients, noised
     survivors = {n: per_site[n] for n in names if n != names[1]}
     expected = plain.strategy.aggregate(start, survivors)
     for k in expected:
