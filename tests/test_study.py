@@ -250,18 +250,27 @@ class _DropsAfterMasking:
     def __getattr__(self, name):
         return getattr(self._client, name)
 
+    def before(self, message: dict) -> None:
+        """Called before each call reaches the site (raise to lose it on the way there)."""
+
+    def after(self, message: dict) -> None:
+        """Called after the site answered (raise to lose the answer)."""
+        if message.get("step") == "mask":
+            raise ConnectionError("connection to the site lost after it masked its update")
+
     @property
     def code(self):
-        outer = self._client.code
+        outer, session = self._client.code, self
 
         class Code:
             def __getattr__(_, function):
                 call = getattr(outer, function)
 
                 def run(*args, **inputs):
+                    message = inputs.get("message") or {}
+                    session.before(message)
                     result = call(*args, **inputs)
-                    if (inputs.get("message") or {}).get("step") == "mask":
-                        raise ConnectionError("connection to the site lost after it masked its update")
+                    session.after(message)
                     return result
                 return run
         return Code()
@@ -327,21 +336,12 @@ def test_secure_aggregation_through_syft_equals_fedavg_and_survives_a_dropout(ne
 class _LostInConsistency(_DropsAfterMasking):
     """A session whose connection fails in the consistency step of a round's first attempt."""
 
-    @property
-    def code(self):
-        outer = self._client.code
+    def before(self, message: dict) -> None:
+        if message.get("step") == "consistency" and message.get("attempt") == 1:
+            raise ConnectionError("connection to the site lost before it signed")
 
-        class Code:
-            def __getattr__(_, function):
-                call = getattr(outer, function)
-
-                def run(*args, **inputs):
-                    message = inputs.get("message") or {}
-                    if message.get("step") == "consistency" and message.get("attempt") == 1:
-                        raise ConnectionError("connection to the site lost before it signed")
-                    return call(*args, **inputs)
-                return run
-        return Code()
+    def after(self, message: dict) -> None:
+        pass
 
 
 def test_a_failed_secure_round_is_tried_again_with_fresh_keys_and_paid_once(network, tmp_path):
