@@ -4,7 +4,8 @@ A site's DP evaluation is two noised histograms of the model's scores (septic / 
 patients) over public bins. Everything here is post-processing of those counts, so it
 costs no privacy: summed over sites they give the pooled ROC curve and AUROC of all test
 patients together. Noise can make a count negative; sums keep it (they stay unbiased)
-and only the curve is clipped to be monotone. The exact per-site metrics of
+and only the curve is clipped to be monotone; where noise leaves a class's total at or
+below zero (a few septic patients at a small site), the AUROC uses counts clipped at zero. The exact per-site metrics of
 ``site_metrics`` (non-private baselines) pool through the same functions.
 """
 
@@ -33,8 +34,11 @@ def histogram_auroc(positive, negative) -> float:
     """AUROC from per-bin counts (ties within a bin count half), clipped to [0, 1]."""
     positive, negative = np.asarray(positive, float), np.asarray(negative, float)
     p_total, n_total = positive.sum(), negative.sum()
+    if p_total <= 0 or n_total <= 0:  # few patients of a class: noise outweighed them; clipped counts still rank
+        positive, negative = np.clip(positive, 0, None), np.clip(negative, 0, None)
+        p_total, n_total = positive.sum(), negative.sum()
     if p_total <= 0 or n_total <= 0:
-        raise ValueError("AUROC needs positive and negative patients (the noised totals are not positive)")
+        raise ValueError("AUROC needs positive and negative patients (every noised count is zero or below)")
     above = np.cumsum(positive[::-1])[::-1] - positive  # positives in higher bins
     return float(np.clip((negative * (above + 0.5 * positive)).sum() / (p_total * n_total), 0.0, 1.0))
 

@@ -34,8 +34,8 @@ class PlanError(ValueError):
 MAX_ROUNDS, MAX_LOCAL_EPOCHS, MIN_SAMPLE_RATE = 1000, 100, 1e-4  # keep the accountant's work bounded
 _INTS = ("rounds", "local_epochs", "seed", "evaluate_every", "min_sites", "secagg_threshold", "retries")
 _FLOATS = ("lr", "sample_rate", "max_grad_norm", "epsilon", "noise_multiplier", "delta", "prox_mu", "eval_epsilon",
-           "final_eval_epsilon", "deadline")
-_OPTIONAL = ("min_sites", "secagg_threshold", "epsilon", "noise_multiplier")
+           "final_eval_epsilon", "deadline", "update_norm")
+_OPTIONAL = ("min_sites", "secagg_threshold", "epsilon", "noise_multiplier", "update_norm")
 
 
 def _typed(plan) -> list[str]:
@@ -87,6 +87,7 @@ class StudyPlan:
     evaluate_every: int = 1  # evaluate after every k-th round; 0: only after the last round
     deadline: float = 900.0  # seconds one site call may take before the site is dropped from the round
     retries: int = 2  # further attempts when a site cannot be reached (backoff 2 s, 4 s, ...)
+    update_norm: float | None = None  # each site shrinks its update to this L2 norm before it leaves (the job does)
 
     def __post_init__(self):
         object.__setattr__(self, "sites", tuple(self.sites))
@@ -122,6 +123,8 @@ class StudyPlan:
             problems.append(f"sample_rate must be in (0, 1], got {self.sample_rate}")
         if self.max_grad_norm <= 0:
             problems.append("max_grad_norm must be positive")
+        if self.update_norm is not None and not 1e-6 <= self.update_norm <= 1e6:
+            problems.append("update_norm must be between 1e-6 and 1e6 (the L2 norm a site's update is shrunk to)")
         if not 0 < self.delta < 1:
             problems.append(f"delta must be in (0, 1), got {self.delta}")
         if self.epsilon is None and self.noise_multiplier is None:
@@ -220,7 +223,7 @@ class StudyPlan:
                 "epsilon": math.ceil(self.epsilon * 1000) / 1000, "delta": self.delta,
                 "prox_mu": strategy.prox_mu, "local_layers": list(strategy.local_layers()), "seed": self.seed,
                 "secure_aggregation": self.secure_aggregation, "secagg_threshold": self.secagg_threshold,
-                "sites": list(self.sites),
+                "sites": list(self.sites), "update_norm": self.update_norm,
                 "eval_epsilons": self.eval_epsilons}
 
     def to_dict(self) -> dict:

@@ -31,6 +31,7 @@ from .requests import RequestStatus, remaining_budget, request_status, submit_re
 __all__ = ["Study", "StudyResult", "StudyStopped", "RoundRefused", "SiteUnreachable", "SECURE_SUM"]
 
 SECURE_SUM = "all sites (secure sum)"  # the one evaluation a secure-aggregation study sees
+HEARTBEAT_SECONDS = 30.0  # how long a site's server may take to answer that it is alive
 
 
 class StudyStopped(RuntimeError):
@@ -279,33 +280,55 @@ class Study:
         return approved
 
     # -- rounds --------------------------------------------------------------------------
-    def _call(self, site: str, function: str, weights: dict | None = None, **inputs):
-        """One call of an approved request at ``site``, within the plan's deadline."""
+    def _within(self, site: str, what: str, seconds: float, work):
+        """``work()`` in a daemon thread, given up after ``seconds`` (a site that hangs for
+        ever then holds neither the study nor the interpreter). Returns (ok, result or error)."""
         import queue
         import threading
 
-        client = self.clients[site]
-        if weights is not None:
-            inputs["weights"] = weights
         answer: queue.Queue = queue.Queue(maxsize=1)
 
-        def call():
+        def run():
             try:
                 with quiet():
-                    result = getattr(client.code, function)(cohort=self._asset(site), **inputs)
-                    if hasattr(result, "get") and not (type(result).__name__ == "SyftError"
-                                                       or isinstance(result, Exception)):
-                        result = result.get()  # fetching the output is a network call too
-                answer.put((True, result))
+                    answer.put((True, work()))
             except BaseException as exc:  # Syft raises SyftException for errors inside the job
                 answer.put((False, exc))
 
-        # a daemon thread: a site that hangs for ever holds neither the study nor the interpreter
-        threading.Thread(target=call, daemon=True, name=f"{site}:{function}").start()
+        threading.Thread(target=run, daemon=True, name=f"{site}:{what}").start()
         try:
-            ok, result = answer.get(timeout=self.plan.deadline)
+            return answer.get(timeout=seconds)
         except queue.Empty:
-            raise SiteUnreachable(f"{site} did not answer {function} in {self.plan.deadline:.0f} s") from None
+            raise SiteUnreachable(f"{site} did not answer {what} in {seconds:.0f} s") from None
+
+    def heartbeat(self, site: str) -> None:
+        """A signed, cheap call answered by the site's server within ``HEARTBEAT_SECONDS``
+        (or the deadline, if shorter): a frozen or dead site is found in seconds, before a
+        round waits a whole deadline for it. Connection failures are retried like any call."""
+        seconds = min(HEARTBEAT_SECONDS, self.plan.deadline)
+
+        def once():
+            ok, result = self._within(site, "a heartbeat", seconds,
+                                      lambda: self.clients[site].api.services.user.get_current_user())
+            if not ok or type(result).__name__ == "SyftError":
+                kind = SiteUnreachable if not ok and _unreachable(result) else RuntimeError
+                raise kind(f"{site} failed a heartbeat: {str(result).splitlines()[0][:200]}")
+
+        self._retrying(site, "a heartbeat", once)
+
+    def _call(self, site: str, function: str, weights: dict | None = None, **inputs):
+        """One call of an approved request at ``site``, within the plan's deadline."""
+        client = self.clients[site]
+        if weights is not None:
+            inputs["weights"] = weights
+
+        def call():
+            result = getattr(client.code, function)(cohort=self._asset(site), **inputs)
+            if hasattr(result, "get") and not (type(result).__name__ == "SyftError" or isinstance(result, Exception)):
+                result = result.get()  # fetching the output is a network call too
+            return result
+
+        ok, result = self._within(site, function, self.plan.deadline, call)
         if not ok:
             kind = SiteUnreachable if _unreachable(result) else RuntimeError
             raise kind(f"{function} at {site} failed: {result}") from result
@@ -341,6 +364,37 @@ class Study:
                           f"(attempt {attempt + 2} of {self.plan.retries + 1})")
                 time.sleep(delay)
                 delay = min(2 * delay, 60.0)
+
+    def on_sites(self, sites, work, *, what: str) -> tuple[dict, dict[str, str]]:
+        """``work(site)`` at every site at once (hospitals are separate machines: a round
+        lasts as long as its slowest site, and a hung one costs one deadline, not one per
+        site). Returns the answers in ``sites``' order and a one-line reason per failure;
+        :class:`RoundRefused` stops everything."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        sites = list(sites)
+        answers, failures = {}, {}
+        if not sites:
+            return answers, failures
+        with ThreadPoolExecutor(max_workers=len(sites), thread_name_prefix="medsyft-site") as pool:
+            futures = {site: pool.submit(work, site) for site in sites}
+            for site, future in futures.items():
+                try:
+                    answers[site] = future.result()
+                except RoundRefused:
+                    raise
+                except RuntimeError as exc:
+                    failures[site] = str(exc).splitlines()[0][:300]
+                    self.echo(f"  {site} left out of {what}: {failures[site]}")
+        return answers, failures
+
+    def alive(self, sites, *, what: str) -> tuple[list[str], dict[str, str]]:
+        """The sites among ``sites`` that answer a heartbeat, and why the others are left out."""
+        def beat(site):
+            self.heartbeat(site)
+            return True
+        answers, failures = self.on_sites(sites, beat, what=what)
+        return list(answers), failures
 
     def train_round(self, site: str, weights: dict, expected_round: int) -> dict:
         """One site's DP-SGD round; raises :class:`RoundRefused` if the site did not run it.
@@ -403,16 +457,11 @@ class Study:
             return self._call(site, self.train_function, message={"round": round_no, "attempt": attempt, **message})
 
         def each(sites, make):
-            out = {}
-            for site in sites:
-                try:
-                    out[site] = make(site)
-                except RuntimeError as exc:
-                    self.echo(f"  {site} dropped out of round {round_no}: {exc}")
-            return out
+            return self.on_sites(sites, make, what=f"round {round_no}")[0]
 
         try:
-            adverts = each(self.participants, lambda s: step(s, step="advertise", site_id=ids[s]))
+            alive, _ = self.alive(self.participants, what=f"round {round_no}")
+            adverts = each(alive, lambda s: step(s, step="advertise", site_id=ids[s]))
             roster = server.collect_adverts(list(adverts.values()))
             shares = each(adverts, lambda s: step(s, step="share", roster=roster)["shares"])
             inboxes = server.route_shares({ids[s]: v for s, v in shares.items()})
@@ -449,12 +498,9 @@ class Study:
         if server is None:
             raise StudyStopped(f"round {round_no} was not unmasked in this session; a secure study evaluates "
                                "right after its round")
-        replies = {}
-        for i, site in names.items():
-            try:
-                replies[i] = self.evaluate(site, weights, round_no)
-            except RuntimeError as exc:
-                self.echo(f"  {site} did not evaluate round {round_no}: {exc}")
+        by_site, _ = self.on_sites(names.values(), lambda site: self.evaluate(site, weights, round_no),
+                                   what=f"the evaluation of round {round_no}")
+        replies = {i: by_site[site] for i, site in names.items() if site in by_site}
         spent = {names[i]: float(r["receipt"]["epsilon"]) for i, r in replies.items()}
         try:
             total = server.unmask_extra({i: r["masked"] for i, r in replies.items()}, purpose="evaluation")
@@ -501,16 +547,18 @@ class Study:
                     dropped = {s: "did not complete the secure round" for s in self.participants if s not in results}
                     bar.update(len(self.participants))
                 else:
-                    for site in self.participants:
-                        bar.set_postfix_str(f"round {r}/{self.plan.rounds} {site}")
+                    bar.set_postfix_str(f"round {r}/{self.plan.rounds}")
+                    sites, dropped = self.alive(self.participants, what=f"round {r}")
+                    start = self.weights
+
+                    def train(site, start=start, r=r):
                         try:
-                            results[site] = self.train_round(site, self.weights, r)
-                        except RoundRefused:
-                            raise
-                        except RuntimeError as exc:
-                            dropped[site] = str(exc).splitlines()[0][:300]
-                            self.echo(f"  {site} left out of round {r}: {dropped[site]}")
-                        bar.update(1)
+                            return self.train_round(site, start, r)
+                        finally:
+                            bar.update(1)
+                    results, failed = self.on_sites(sites, train, what=f"round {r}")
+                    dropped.update(failed)
+                    bar.update(len(dropped) - len(failed))
                     previous = None
                     self._quorum(r, results, dropped)
                     try:
@@ -560,12 +608,9 @@ class Study:
             pooled, spent = self.secure_evaluation(self.weights, round_no)
             evaluations = {} if pooled is None else {SECURE_SUM: pooled}
         else:
-            for site in sites:
-                try:
-                    evaluations[site] = self.evaluate(site, self.weights, round_no)
-                    spent[site] = float(evaluations[site]["receipt"]["epsilon"])
-                except RuntimeError as exc:
-                    self.echo(f"  {site} did not evaluate round {round_no}: {str(exc).splitlines()[0][:300]}")
+            evaluations, _ = self.on_sites(sites, lambda site: self.evaluate(site, self.weights, round_no),
+                                           what=f"the evaluation of round {round_no}")
+            spent = {site: float(e["receipt"]["epsilon"]) for site, e in evaluations.items()}
         try:
             auroc = pooled_auroc(list(evaluations.values())) if evaluations else None
         except ValueError:  # the noised totals left no positive or negative patient

@@ -85,6 +85,8 @@ def plan_problems(plan: dict, bounds: PlanBounds | None = None, *, training_epsi
     within("epsilon", 1e-6, b.max_epsilon)
     if "prox_mu" in plan:
         within("prox_mu", 0.0, 10.0)
+    if plan.get("update_norm") is not None:
+        within("update_norm", 1e-6, 1e6)
     within("seed", 0, 2**31 - 1, integer=True)  # public (model initialisation), but a number
     if plan.get("model") not in b.models:
         problems.append(f"model {plan.get('model')!r} is not one the site allows ({', '.join(b.models)})")

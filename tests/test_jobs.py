@@ -147,3 +147,26 @@ def test_a_round_that_diverges_releases_nothing(frame):
     with use_hospital(site), pytest.raises(Refused, match="diverged here"):
         dp_train(frame, huge, plan)
     assert site.load("diverge", "state")["reply"] is None and len(site.debits) == 1  # paid, never released
+
+
+def test_a_plan_with_update_norm_releases_no_update_longer_than_it(frame):
+    """Norm bounding inside the vetted job: under secure aggregation nobody else sees a
+    single update, so an honest site shrinks its own before masking."""
+    import numpy as np
+
+    from datasites.jobs.models import build_model, get_weights
+
+    def update_norm(reply, start):
+        return float(np.sqrt(sum(np.sum((reply["weights"][k].astype(float) - start[k]) ** 2) for k in start)))
+
+    common = dict(sites=["x"], rounds=2, epsilon=3.0, model="mlp", sample_rate=0.1, lr=0.05)
+    start = get_weights(build_model("mlp", seed=0))
+    with use_hospital(LocalHospital("free-site", dry_run=False)):
+        free = update_norm(dp_train(frame, start, StudyPlan(study="free", **common).job_plan()), start)
+    bound = free / 10
+    with use_hospital(LocalHospital("bounded-site", dry_run=False)):
+        bounded = dp_train(frame, start, StudyPlan(study="bounded", update_norm=bound, **common).job_plan())
+    assert update_norm(bounded, start) <= bound * (1 + 1e-5) < free
+    assert update_norm(bounded, start) > 0.99 * bound  # shrunk to the bound, not zeroed
+    with pytest.raises(ValueError, match="update_norm"):
+        StudyPlan(study="nan", update_norm=float("nan"), **common)

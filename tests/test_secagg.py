@@ -305,3 +305,24 @@ def test_an_extra_vector_under_the_training_masks_reveals_nothing():
     difference = FixedPoint().decode(np.concatenate([(masked[1][k] - extra[k]).ravel() for k in sorted(update)]))
     true = np.concatenate([update[k].ravel() for k in sorted(update)])
     assert abs(np.corrcoef(true, difference)[0, 1]) < 5 / np.sqrt(len(true))
+
+
+def test_what_norm_bounding_holds_under_secure_aggregation():
+    """The limit, stated as a test: honest sites bound their own update in the vetted job
+    (``update_norm``), so the sum of honest updates is bounded; a lying hospital masks
+    whatever it likes and the relay, seeing only the sum, cannot tell or remove it. The
+    sum's deviation is exactly the liar's excess, bounded only by the fixed-point range."""
+    from datasites.jobs.training import bounded_update
+
+    bound = 0.05
+    start = {"w": np.zeros(500)}
+    raw = _updates(4, seed=9, shapes={"w": (500,)})
+    honest = {i: bounded_update(start, raw[i], bound) for i in raw}
+    assert all(np.linalg.norm(honest[i]["w"]) <= bound * (1 + 1e-9) for i in honest)
+    lying = dict(honest)
+    lying[4] = {"w": honest[4]["w"] * 1000}  # a site that skips the bound and scales its update
+    clean, _ = secure_sum(honest, threshold=3, context="t/bound-1")
+    attacked, _ = secure_sum(lying, threshold=3, context="t/bound-2")
+    assert np.linalg.norm(clean["w"]) <= 4 * bound * (1 + 1e-6)  # honest sites: the sum is bounded
+    excess = np.linalg.norm(attacked["w"] - clean["w"])
+    assert abs(excess - 999 * np.linalg.norm(honest[4]["w"])) < 1e-3  # the liar's excess passes unseen

@@ -81,6 +81,21 @@ def test_pooled_auroc_from_site_counts_matches_the_exact_auroc():
     assert tiny["n"] is None  # fewer than min_cell patients: nothing but the suppression note
 
 
+def test_histogram_auroc_survives_noise_that_outweighs_a_small_class():
+    from federation.metrics import histogram_auroc
+
+    # the CI failure's shape: 32 bins, few septic patients, noise sums their total below zero
+    positive = np.array([-2, 0, 0, -2, 1, -1, -2, -2, -3, 0, 0, 0, 0, 1, -5, -1, -2, -1, 0, 3, 8, 7, 8, -1,
+                         0, -3, -2, 3, 2, -6, -1, -2], float)
+    negative = np.array([-2, 0, 0, 2, 0, -2, 0, 2, 0, 1, 0, 0, -1, 1, 4, -1, -1, 3, 2, 32, 38, 16, 5, 1, 0, 0,
+                         0, 1, -3, 1, -1, 1], float)
+    assert positive.sum() <= 0
+    value = histogram_auroc(positive, negative)
+    assert 0.5 < value <= 1  # the septic counts sit in the higher bins: the ranking survives clipping
+    with pytest.raises(ValueError, match="every noised count"):
+        histogram_auroc(-np.ones(32), negative)
+
+
 # --- non-IID: FedProx and FedBN against FedAvg -------------------------------------------------
 
 @pytest.fixture(scope="module")

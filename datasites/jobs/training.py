@@ -36,7 +36,7 @@ from .models import build_model, get_weights, model_inputs, set_weights
 from .receipt import receipt
 from .site import Refused, hospital
 
-__all__ = ["dp_train", "train_round", "fit", "secret_generator", "PLAN_KEYS", "ROUND_KEY"]
+__all__ = ["dp_train", "train_round", "fit", "bounded_update", "secret_generator", "PLAN_KEYS", "ROUND_KEY"]
 
 ROUND_KEY = "~round"  # in the weights a researcher sends: the round they mean (see train_round)
 
@@ -140,6 +140,22 @@ def fit(model, inputs: np.ndarray, labels: np.ndarray, *, epochs: int, sample_ra
     return result
 
 
+def bounded_update(start: dict, new: dict, bound: float | None, *, local: tuple = ()) -> dict:
+    """``new`` with its shared layers moved back toward ``start`` so that the update's L2
+    norm is at most ``bound`` (norm bounding, Sun et al. 2019). Done here, at the site,
+    because under secure aggregation nobody else ever sees a single update; it is
+    post-processing of the DP output, so it costs no epsilon."""
+    if bound is None:
+        return new
+    shared = [k for k in new if not (local and k.startswith(local))]
+    norm = float(np.sqrt(sum(np.sum((np.asarray(new[k], np.float64) - start[k]) ** 2) for k in shared)))
+    if not np.isfinite(norm) or norm <= bound:
+        return new  # a non-finite update is refused by the caller, never released
+    factor = bound / norm
+    return {k: (start[k] + factor * (new[k] - start[k])).astype(new[k].dtype) if k in shared else v
+            for k, v in new.items()}
+
+
 def _check_plan(plan: dict) -> None:
     missing = [k for k in PLAN_KEYS if k not in plan]
     if missing:
@@ -210,7 +226,7 @@ def train_round(cohort, weights: dict, plan: dict) -> dict:
     run = fit(model, inputs, labels, epochs=plan["local_epochs"], sample_rate=plan["sample_rate"],
               lr=plan["lr"], noise_multiplier=plan["noise_multiplier"], max_grad_norm=plan["max_grad_norm"],
               accountant=accountant, prox_mu=plan["prox_mu"], anchor=anchor, seed=plan["seed"])
-    new = get_weights(model)
+    new = bounded_update(anchor, get_weights(model), plan.get("update_norm"), local=local)
     accountant = [tuple(h) for h in run["accountant"]]
     if merged_history(accountant) != merged_history(projected):  # e.g. a step skipped: recompute
         epsilon_after = epsilon_spent(history_key(accountant), plan["delta"])

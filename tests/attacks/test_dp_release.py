@@ -112,6 +112,30 @@ def test_evaluate_is_no_counting_oracle(attacker):
     assert below != [1, 1, 1, 1]  # the exact answer, every time, was the leak
 
 
+def test_a_round_tag_buys_no_free_evaluation(attacker):
+    """The retry tag (``~round``) is the researcher's: naming the round just evaluated with
+    other weights must return the release already paid for, not evaluate the new weights
+    for free; a crafted tag is refused before anything is paid."""
+    from datasites.jobs.training import ROUND_KEY
+
+    site = attacker.site
+    frame = _private_frame(site)
+    ages = np.sort(frame[frame["split"] == "test"]["age"].to_numpy())
+    plan = {**_plan("round-tag"), "eval_epsilons": [0.25] * 3}
+    attacker.submit(medsyft_evaluate, limit=8, plan=plan)
+    before = site.ledger().spent(DATASET)
+    honest = get_weights(build_model("mlp", seed=0))
+    outcome, first = attacker.run(medsyft_evaluate, weights={**honest, ROUND_KEY: 1})
+    assert outcome == "released"
+    oracle = _age_step(float(ages[0] + ages[1]) / 2)
+    outcome, again = attacker.run(medsyft_evaluate, weights={**oracle, ROUND_KEY: 1})
+    assert outcome == "released" and again["histogram"] == first["histogram"]  # the paid release, not the oracle
+    for bad in (0, -1, True, 1.5, "1", float("nan"), [1]):
+        outcome, message = attacker.run(medsyft_evaluate, weights={**oracle, ROUND_KEY: bad})
+        assert outcome == "refused", bad
+    assert site.ledger().spent(DATASET) == pytest.approx(before + 0.25)  # one evaluation, paid once
+
+
 def test_a_plan_naming_another_dataset_does_not_choose_who_pays(attacker):
     """The debit follows the asset the job read, not ``plan["dataset"]``."""
     site = attacker.site
