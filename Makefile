@@ -42,8 +42,12 @@ install: system $(STAMP)
 demo: system $(STAMP)
 	$(BIN)/medsyft demo $(ARGS)
 
+# two workers, a test file each at a time: the files share their datasites within a worker
+# and much of the suite waits on servers and isolated workers, not on the CPU
+WORKERS ?= 2
+
 test: system $(STAMP)
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile $(ARGS)
 
 lab: $(STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,lab]"
