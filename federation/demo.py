@@ -129,13 +129,19 @@ def run_demo(home: Path, *, n_patients: int = DEFAULT_PATIENTS, seed: int = 7, s
         study = Study(plan, clients, directory=home / "studies" / plan.study, echo=echo, progress=progress)
         study.submit()
         rogue_site = specs[1].name
-        with quiet():
-            submit_request(clients[rogue_site], _rows_request(clients[rogue_site], plan.dataset))
+
+        def rogue():  # sent once, even when a lossy network loses the reply
+            try:
+                return request_status(clients[rogue_site], "first_patients")
+            except LookupError:
+                with quiet():
+                    return submit_request(clients[rogue_site], _rows_request(clients[rogue_site], plan.dataset))
+        study._reachable(rogue_site, rogue)
         echo(f"      {time.monotonic() - t0:.0f}s")
         echo("[4/6] compliance officers: review the queues")
         for site in sites.values():
             _officer_reviews(site, echo)
-        denied = request_status(clients[rogue_site], "first_patients")
+        denied = study._reachable(rogue_site, lambda: request_status(clients[rogue_site], "first_patients"))
         echo(f"      {time.monotonic() - t0:.0f}s")
         echo(f"[5/6] federated rounds at the hospitals (DP-SGD with Opacus)")
         t_study = time.monotonic()

@@ -57,7 +57,10 @@ def _unreachable(exc: BaseException) -> bool:
             return True
         text = str(exc)
         if any(w in text for w in ("Connection refused", "Connection reset", "Failed to establish a new connection",
-                                   "Max retries exceeded", "Remote end closed connection", "Read timed out")):
+                                   "Max retries exceeded", "Remote end closed connection", "Read timed out",
+                                   # Syft's input policy swallows a reset while it looks the asset up, and
+                                   # says this of an asset the study has just listed at that site
+                                   "does not belong to any Datasite")):
             return True
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return False

@@ -170,3 +170,32 @@ def test_a_plan_with_update_norm_releases_no_update_longer_than_it(frame):
     assert update_norm(bounded, start) > 0.99 * bound  # shrunk to the bound, not zeroed
     with pytest.raises(ValueError, match="update_norm"):
         StudyPlan(study="nan", update_norm=float("nan"), **common)
+
+
+def test_an_evaluation_cut_short_after_paying_runs_again_unpaid(frame, monkeypatch):
+    """A crash between the evaluation's debit and its release (here: the model's forward
+    pass fails once) costs nothing extra: the retry of the same round runs under the same
+    payment, and only then does anything leave."""
+    from datasites.jobs import evaluation
+    from datasites.jobs.models import build_model, get_weights
+    from datasites.jobs.training import ROUND_KEY
+
+    site = LocalHospital("cut-short-site", dry_run=False)
+    plan = StudyPlan(study="cut-short", sites=["x"], rounds=2, epsilon=3.0, model="mlp", sample_rate=0.1).job_plan()
+    weights = {**get_weights(build_model("mlp", seed=plan["seed"])), ROUND_KEY: 1}
+    real = evaluation.predict
+
+    def crash(*args, **kwargs):
+        raise MemoryError("the worker died")
+
+    with use_hospital(site):
+        monkeypatch.setattr(evaluation, "predict", crash)
+        with pytest.raises(MemoryError):
+            evaluation.evaluate(frame, dict(weights), plan)
+        assert len(site.debits) == 1  # paid before the data was read
+        monkeypatch.setattr(evaluation, "predict", real)
+        reply = evaluation.evaluate(frame, dict(weights), plan)
+        assert reply["evaluation"] == 1 and len(site.debits) == 1  # the same paid evaluation, now released
+        assert evaluation.evaluate(frame, dict(weights), plan) == reply  # and then only fetched
+        nxt = evaluation.evaluate(frame, {**weights, ROUND_KEY: 2}, plan)
+        assert nxt["evaluation"] == 2 and len(site.debits) == 2

@@ -137,7 +137,8 @@ def evaluate(cohort, weights: dict, plan: dict) -> dict:
     last round's keys (``_masked_round``), so the researcher sees only their sum.
 
     ``weights`` may name the round evaluated (``ROUND_KEY``): a repeat of the last one gets
-    the same reply again (a reply lost on the way is fetched, not re-made and re-paid)."""
+    the same reply again (a reply lost on the way is fetched, not re-made and re-paid), and
+    one cut short after its payment, before anything was released, runs again unpaid."""
     from .training import ROUND_KEY
 
     problems = plan_problems(plan)
@@ -159,6 +160,8 @@ def evaluate(cohort, weights: dict, plan: dict) -> dict:
     model = build_model(plan["model"], seed=plan["seed"])
     set_weights(model, weights)  # shapes and finiteness checked before anything is paid
     done = int(history.get("done", 0))
+    if wanted is not None and history.get("round") == wanted and history.get("reply") is None and done > 0:
+        done -= 1  # this round's evaluation was paid and then cut short, never released: run it again unpaid
     if done >= len(schedule):
         raise Refused(f"study {plan['study']} planned {len(schedule)} evaluations and all have run here")
     secure = _secure_round(site, plan, int(state.get("rounds_done", 0))) if plan.get("secure_aggregation") else None
