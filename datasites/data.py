@@ -37,10 +37,18 @@ def _complete(d: Path) -> bool:
 def ensure_site_data(specs: list[HospitalSpec], home: Path, *, n_patients: int = DEFAULT_PATIENTS,
                      seed: int = DEFAULT_SEED, overwrite: bool = False) -> bool:
     """Write private data and mocks for sites that lack them. True if anything was written."""
+    wrote = False
+    if any(s.is_imaging for s in specs):  # imaging centres hold BraTS exports, not Synthea CSVs
+        from .imaging_asset import ensure_imaging_data
+
+        wrote = ensure_imaging_data(specs, home, seed=seed, overwrite=overwrite)
+        specs = [s for s in specs if not s.is_imaging]
+        if not specs:
+            return wrote
     todo = [s for s in specs if overwrite or not _complete(private_dir(home, s.name))
             or not _complete(mock_dir(home, s.name))]
     if not todo:
-        return False
+        return wrote
     from synthetic_data import load_synthea
 
     for spec in todo:  # a real export is validated where the owner keeps it, before anything is copied

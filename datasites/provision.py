@@ -91,6 +91,9 @@ def provision(server, spec: HospitalSpec, site_dir: Path, *, icu_dataset: bool =
         _add_budget_endpoint(admin, server.id.no_dash)
         if not icu_dataset or spec.dataset_name in [d.name for d in admin.datasets]:
             return
+    if spec.is_imaging:
+        _publish(admin, spec, [_imaging_asset(spec, home)])
+        return
     private = load_synthea(private_dir(home, spec.name))
     mock = load_synthea(mock_dir(home, spec.name))
     assets = [sy.Asset(name=table, description=TABLES_DESCRIPTION[table], data=private[table],
@@ -99,6 +102,23 @@ def provision(server, spec: HospitalSpec, site_dir: Path, *, icu_dataset: bool =
         name=COHORT_ASSET, description=COHORT_DESCRIPTION, mock_is_real=False,
         data=cohort_frame(private, site_uid=server.id.no_dash, seed=SPLIT_SEED),
         mock=cohort_frame(mock, site_uid="mock", seed=SPLIT_SEED)))
+    _publish(admin, spec, assets)
+
+
+def _imaging_asset(spec: HospitalSpec, home: Path):
+    """The imaging centre's one asset: axial slices with their mock twin (loaded and checked
+    before anything is uploaded)."""
+    import syft as sy
+
+    from .imaging_asset import IMAGING_ASSET, IMAGING_DESCRIPTION, imaging_asset
+
+    return sy.Asset(name=IMAGING_ASSET, description=IMAGING_DESCRIPTION, mock_is_real=False,
+                    data=imaging_asset(private_dir(home, spec.name)), mock=imaging_asset(mock_dir(home, spec.name)))
+
+
+def _publish(admin, spec: HospitalSpec, assets: list) -> None:
+    import syft as sy
+
     dataset = sy.Dataset(name=spec.dataset_name, description=spec.dataset_description, asset_list=assets)
     with quiet():
         result = admin.upload_dataset(dataset)

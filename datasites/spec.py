@@ -47,7 +47,13 @@ class HospitalSpec:
     custom_code: str = "two-person"  # [policy]: may code other than the site's templates be approved at all?
     isolation: dict = field(default_factory=dict)  # [isolation]: per-execution limits (see datasites.isolation)
     plan_bounds: PlanBounds = field(default_factory=PlanBounds)  # [policy]: bounds on every study plan
+    imaging: str | None = None  # [imaging] profile: an imaging centre (brain MRI) instead of an ICU cohort
+    imaging_cases: int = 200  # [imaging] cases: how many generated cases (when there is no source)
     path: Path | None = field(default=None, compare=False)
+
+    @property
+    def is_imaging(self) -> bool:
+        return self.imaging is not None
 
     @property
     def env_prefix(self) -> str:
@@ -142,6 +148,14 @@ def load_spec(path: str | Path) -> HospitalSpec:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6 or value != value:
             raise SpecError(f"{path}: 'isolation.{key}' must be a positive number")
         isolation[key] = kind(value)
+    imaging = data.get("imaging")
+    if imaging is not None:
+        profile_name, cases = imaging.get("profile"), imaging.get("cases", 200)
+        if not isinstance(profile_name, str) or not _NAME.match(profile_name):
+            raise SpecError(f"{path}: 'imaging.profile' must name an imaging centre profile, e.g. \"centre-a\"")
+        if isinstance(cases, bool) or not isinstance(cases, int) or not 20 <= cases <= 100_000:
+            raise SpecError(f"{path}: 'imaging.cases' must be a whole number from 20 to 100000")
+        imaging = (profile_name, cases)
     return HospitalSpec(
         name=name,
         display_name=data["site"].get("display_name", name),
@@ -159,6 +173,8 @@ def load_spec(path: str | Path) -> HospitalSpec:
         custom_code=custom_code,
         isolation=isolation,
         plan_bounds=PlanBounds(**bounds),
+        imaging=imaging[0] if imaging else None,
+        imaging_cases=imaging[1] if imaging else 200,
         path=path,
     )
 

@@ -17,10 +17,10 @@ import re
 import warnings
 from dataclasses import asdict, dataclass, field
 
-from datasites.jobs.models import MODELS
 from privacy import planned_epsilon, schedule
 
 from .strategy import make_strategy
+from .tasks import task_of
 
 __all__ = ["StudyPlan", "PlanError"]
 
@@ -98,8 +98,10 @@ class StudyPlan:
             problems.append(f"study id {self.study!r}: start with a letter; letters, digits, '_' and '-' only (max 60)")
         if not self.sites or len(set(self.sites)) != len(self.sites):
             problems.append("sites: name at least one site, each once")
-        if self.model not in MODELS:
-            problems.append(f"model {self.model!r}: choose one of {sorted(MODELS)}")
+        try:
+            task_of(self.model)
+        except ValueError as exc:
+            problems.append(str(exc))
         try:
             strategy = make_strategy(self.strategy, **self._strategy_kwargs())
         except (ValueError, TypeError) as exc:
@@ -217,7 +219,8 @@ class StudyPlan:
     def job_plan(self) -> dict:
         """The constant a site's vetted jobs receive (see ``datasites.jobs.training.PLAN_KEYS``)."""
         strategy = self.make_strategy()
-        return {"study": self.study, "dataset": self.dataset, "model": self.model, "rounds": self.rounds,
+        return {"study": self.study, "task": task_of(self.model).name, "dataset": self.dataset, "model": self.model,
+                "rounds": self.rounds,
                 "local_epochs": self.local_epochs, "lr": self.lr, "sample_rate": self.sample_rate,
                 "noise_multiplier": self.noise_multiplier, "max_grad_norm": self.max_grad_norm,
                 "epsilon": math.ceil(self.epsilon * 1000) / 1000, "delta": self.delta,

@@ -18,14 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from datasites.jobs.models import build_model, get_weights
 from syft_policies.quiet import quiet
 from datasites.jobs.secure_round import SECURE_STEPS
-from syft_policies.templates import medsyft_evaluate, medsyft_secure_train, medsyft_train
 
 from .checkpoint import latest_checkpoint, save_checkpoint
 from .metrics import pooled_auroc, pooled_roc
 from .plan import PlanError, StudyPlan
+from .tasks import task_of
 from .requests import RequestStatus, remaining_budget, request_status, submit_request
 
 __all__ = ["Study", "StudyResult", "StudyStopped", "RoundRefused", "SiteUnreachable", "SECURE_SUM"]
@@ -103,6 +102,11 @@ class StudyResult:
     def auroc(self) -> float:
         return pooled_auroc(list(self.evaluations.values()))
 
+    @property
+    def score(self) -> float:
+        """The pooled headline number of the last evaluation (AUROC, or whole-tumour Dice)."""
+        return task_of(self.plan.model).score(list(self.evaluations.values()))
+
     def roc(self) -> tuple[np.ndarray, np.ndarray]:
         return pooled_roc(list(self.evaluations.values()))
 
@@ -127,7 +131,8 @@ class Study:
         self.participants: list[str] = list(plan.sites)
         self.denied: dict[str, str] = {}
         self.history: list[dict] = []
-        self.weights = get_weights(build_model(plan.model, seed=plan.seed))
+        self.task = task_of(plan.model)
+        self.weights = self.task.initial_weights(plan.model, seed=plan.seed)
         self.round = 0
         self._assets: dict[str, object] = {}
         self._approvals_checked = False
@@ -207,9 +212,9 @@ class Study:
         approval, so that is said here, before anything is sent.
         """
         todo = []
-        train = medsyft_secure_train if self.plan.secure_aggregation else medsyft_train
+        train, evaluate = self.task.templates(secure=self.plan.secure_aggregation)
         for site in self.plan.sites:
-            for body, name in ((train, self.train_function), (medsyft_evaluate, self.evaluate_function)):
+            for body, name in ((train, self.train_function), (evaluate, self.evaluate_function)):
                 try:
                     self._reachable(site, lambda: request_status(self.clients[site], name))
                 except LookupError:
@@ -223,9 +228,9 @@ class Study:
             raise PlanError(f"the plan needs epsilon {need:.2f} at each site but {detail} left of "
                             f"{self.plan.dataset!r}; lower epsilon or rounds, or drop those sites")
         for site, body, name in todo:
-            if body is medsyft_evaluate:  # the job pays and counts each planned evaluation once; retries fetch
+            if name == self.evaluate_function:  # the job pays and counts each planned evaluation once; retries fetch
                 limit = len(self.plan.eval_epsilons) * (1 + self.plan.retries)
-            elif body is medsyft_secure_train:  # one call per protocol step and attempt
+            elif self.plan.secure_aggregation:  # one call per protocol step and attempt
                 limit = len(SECURE_STEPS) * self.plan.rounds * (1 + self.plan.retries)
             else:  # a retry of a round gets the site's same reply (the job pays and trains once a round)
                 limit = (1 + self.plan.retries) * self.plan.rounds
@@ -494,7 +499,6 @@ class Study:
         (each site's leave masked with that round's keys, so no site's own is ever seen), as
         one evaluation; and the epsilon each site's receipt says it cost. ``None`` when a
         survivor did not answer: the others' histograms then stay masked."""
-        from datasites.jobs.evaluation import BIN_EDGES
         from secagg import AggregationFailed
 
         server, names = self._unmasked.pop(round_no, (None, {}))
@@ -510,8 +514,7 @@ class Study:
         except (AggregationFailed, KeyError, TypeError) as exc:
             self.echo(f"  round {round_no}'s evaluation stays masked: {exc}")
             return None, spent
-        counts = {k: [int(v) for v in np.rint(total[k])] for k in ("positive", "negative")}
-        return {"histogram": {"edges": [float(e) for e in BIN_EDGES], **counts}, "sites": sorted(spent),
+        return {**self.task.from_secure_sum(total), "sites": sorted(spent),
                 "receipts": {names[i]: r["receipt"] for i, r in replies.items()}}, spent
 
     def evaluate(self, site: str, weights: dict, round_no: int | None = None) -> dict:
@@ -578,8 +581,8 @@ class Study:
                                     if previous is None else {"global": _distance(previous, self.weights)}),
                     "quarantined": dict(getattr(self.strategy, "quarantined", {}) or {}),
                     "budget_remaining": {s: res.get("budget_remaining") for s, res in results.items()},
-                    "auroc": None, "site_auroc": {}, "evaluation_epsilon": {}, "evaluations": {},
-                    "seconds": None})
+                    "auroc": None, "score": None, "metric": self.task.metric, "site_auroc": {},
+                    "evaluation_epsilon": {}, "evaluations": {}, "seconds": None})
                 self._checkpoint(r)  # the round is kept before anything else can fail
                 auroc, evaluations = None, {}
                 if r in self.plan.evaluated_rounds():  # each evaluation is noised and paid for
@@ -587,7 +590,7 @@ class Study:
                 self.history[-1]["seconds"] = round(time.monotonic() - t_round, 2)
                 self._checkpoint(r)
                 shown = "not evaluated" if auroc is None else f"{auroc:.3f}"
-                bar.set_postfix_str(f"round {r}: AUROC {shown}, max eps {max(self.history[-1]['epsilon'].values()):.2f}")
+                bar.set_postfix_str(f"round {r}: {self.task.metric} {shown}, max eps {max(self.history[-1]['epsilon'].values()):.2f}")
         finally:
             bar.close()
         if not evaluations and self.history:  # resumed after the last round: its evaluation is in the log
@@ -605,7 +608,7 @@ class Study:
                                "the sites that trained return the same reply, nothing is paid twice")
 
     def _evaluate_round(self, round_no: int, sites: list[str]) -> tuple[float | None, dict]:
-        """Evaluate the round's model (a failure is reported and the round kept without AUROC)."""
+        """Evaluate the round's model (a failure is reported and the round kept without its score)."""
         evaluations, spent = {}, {}
         if self.plan.secure_aggregation:  # only the sum over the round's survivors
             pooled, spent = self.secure_evaluation(self.weights, round_no)
@@ -614,14 +617,12 @@ class Study:
             evaluations, _ = self.on_sites(sites, lambda site: self.evaluate(site, self.weights, round_no),
                                            what=f"the evaluation of round {round_no}")
             spent = {site: float(e["receipt"]["epsilon"]) for site, e in evaluations.items()}
-        try:
-            auroc = pooled_auroc(list(evaluations.values())) if evaluations else None
-        except ValueError:  # the noised totals left no positive or negative patient
-            auroc = None
+        score = _score(self.task, list(evaluations.values())) if evaluations else None
         self.history[-1].update({
-            "auroc": auroc, "evaluation_epsilon": spent, "evaluations": evaluations,  # noised, public once released
-            "site_auroc": {s: _site_auroc(e) for s, e in evaluations.items() if s != SECURE_SUM}})
-        return auroc, evaluations
+            "score": score, "auroc": score if self.task.metric == "auroc" else None,
+            "evaluation_epsilon": spent, "evaluations": evaluations,  # noised, public once released
+            "site_auroc": {s: _score(self.task, [e]) for s, e in evaluations.items() if s != SECURE_SUM}})
+        return score, evaluations
 
     def _checkpoint(self, round_no: int) -> None:
         save_checkpoint(self.directory, round_no, self.weights,
@@ -629,10 +630,10 @@ class Study:
                          "epsilon": self.history[-1]["epsilon"], "auroc": self.history[-1]["auroc"]})
 
 
-def _site_auroc(evaluation: dict) -> float | None:
+def _score(task, evaluations: list[dict]) -> float | None:
     try:
-        return pooled_auroc([evaluation])
-    except ValueError:
+        return task.score(evaluations)
+    except ValueError:  # e.g. the noised totals left no positive or negative patient
         return None
 
 

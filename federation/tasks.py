@@ -1,0 +1,79 @@
+"""What a study learns: the vetted jobs it asks for, its model, and how replies pool.
+
+A study's rounds, deadlines, retries and secure aggregation do not depend on the task;
+these do. Each task is a small subclass of :class:`Task` in ``TASKS``, chosen by the
+plan's model (``task_of``). Pooling is post-processing of the sites' noised replies.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+__all__ = ["Task", "TASKS", "task_of"]
+
+
+class Task(ABC):
+    name: str
+    metric: str  # the headline number of an evaluation, as named in history and summaries
+
+    @abstractmethod
+    def models(self) -> tuple[str, ...]: ...
+
+    @abstractmethod
+    def initial_weights(self, model: str, *, seed: int) -> dict: ...
+
+    @abstractmethod
+    def templates(self, *, secure: bool) -> tuple:
+        """(train, evaluate) request templates (``syft_policies.templates``)."""
+
+    @abstractmethod
+    def score(self, evaluations: list[dict]) -> float:
+        """The pooled headline number of the sites' evaluations (ValueError if none)."""
+
+    @abstractmethod
+    def from_secure_sum(self, total: dict) -> dict:
+        """One evaluation from the unmasked sum of the survivors' masked evaluations."""
+
+
+class Classification(Task):
+    name, metric = "classification", "auroc"
+
+    def models(self):
+        from datasites.jobs.models import MODELS
+
+        return tuple(MODELS)
+
+    def initial_weights(self, model, *, seed):
+        from datasites.jobs.models import build_model, get_weights
+
+        return get_weights(build_model(model, seed=seed))
+
+    def templates(self, *, secure):
+        from syft_policies.templates import medsyft_evaluate, medsyft_secure_train, medsyft_train
+
+        return (medsyft_secure_train if secure else medsyft_train), medsyft_evaluate
+
+    def score(self, evaluations):
+        from .metrics import pooled_auroc
+
+        return pooled_auroc(evaluations)
+
+    def from_secure_sum(self, total):
+        from datasites.jobs.evaluation import BIN_EDGES
+
+        counts = {k: [int(v) for v in np.rint(total[k])] for k in ("positive", "negative")}
+        return {"histogram": {"edges": [float(e) for e in BIN_EDGES], **counts}}
+
+
+TASKS: dict[str, Task] = {t.name: t for t in (Classification(),)}
+
+
+def task_of(model: str) -> Task:
+    """The task whose models include ``model`` (ValueError naming every model otherwise)."""
+    for task in TASKS.values():
+        if model in task.models():
+            return task
+    known = sorted(m for t in TASKS.values() for m in t.models())
+    raise ValueError(f"model {model!r}: choose one of {known}")
