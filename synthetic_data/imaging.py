@@ -59,8 +59,10 @@ class ImagingProfile:
 
     ``intensity_scale`` is the scanner's arbitrary-unit gain per modality (t1, t1ce, t2, flair);
     ``bias_strength`` the sd of the log bias field; ``noise_sd`` the Rician noise sd on the tissue
-    scale (white matter about 0.8) before that gain; ``tumour_radius_mm`` the mean whole-tumour radius; ``high_grade_fraction`` the
-    share of high-grade tumours (necrotic core and enhancing rim) against low-grade (mostly oedema).
+    scale (white matter about 0.8) before that gain; ``slice_thickness_mm`` sets how many slices
+    cover the slab and how much each blurs along z; ``tumour_radius_mm`` the mean whole-tumour
+    radius; ``high_grade_fraction`` the share of high-grade tumours (necrotic core and enhancing
+    rim) against low-grade (mostly oedema, at most a small enhancing focus).
     """
 
     name: str
