@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/run.py [--patients 2000] [--rounds 3]
 
 Prints
-  1. DP-SGD time / non-private time, per model (same data, epochs and batch size);
+  1. DP-SGD time / non-private time, per model (same data, epochs and batch size), the
+     imaging study's U-Net included;
   2. study wall time through Syft datasites / the same rounds calling the vetted jobs
      directly (the orchestration overhead of Syft, in-process);
   3. seconds per round against the number of sites (3, 6, 12; vetted jobs called
@@ -61,6 +62,25 @@ def dp_overhead(frames, epochs: int) -> dict[str, float]:
         out[model] = times[True] / times[False]
         print(f"  {model:<5} DP-SGD {times[True]:6.2f}s  non-private {times[False]:6.2f}s  ratio {out[model]:5.2f}x")
     return out
+
+
+def unet_dp_overhead(cases: int = 200, epochs: int = 2) -> float:
+    """The imaging study's step: the U-Net on one centre's slices, DP-SGD / non-private."""
+    from datasites.jobs.segmentation import build_segmentation_model, fit_segmentation
+    from synthetic_data.imaging import CENTRES, axial_slices, generate_centre
+
+    images, labels = axial_slices(generate_centre(CENTRES["centre-a"], cases, seed=5))
+    times = {}
+    for private in (False, True):
+        model = build_segmentation_model("unet2d", seed=0)
+        extra = {"noise_multiplier": 1.0, "max_grad_norm": 1.0} if private else {}
+        t = time.perf_counter()
+        fit_segmentation(model, images, labels, epochs=epochs, sample_rate=0.25, lr=0.01, **extra)
+        times[private] = time.perf_counter() - t
+    ratio = times[True] / times[False]
+    print(f"  unet2d ({cases} slices 64x64, {epochs} epochs) DP-SGD {times[True]:6.2f}s  "
+          f"non-private {times[False]:6.2f}s  ratio {ratio:5.2f}x")
+    return ratio
 
 
 def _secure_fedavg(results: dict, round_no: int) -> dict:
@@ -287,6 +307,7 @@ def main() -> None:
         print(f"medsyft benchmarks ({args.patients} patients, {sum(len(f) for f in frames.values())} ICU stays)")
         print("1. DP-SGD / non-private training time")
         dp_overhead(frames, args.epochs)
+        unet_dp_overhead()
         print("2. study through Syft datasites / vetted jobs called directly")
         syft_overhead(home, specs, frames, args.rounds)
         print("3. seconds per round vs number of sites (direct; secure aggregation vs plain FedAvg)")

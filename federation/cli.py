@@ -103,9 +103,12 @@ def demo(
     home: Path = HomeOpt,
     scenario: str = typer.Option("sepsis", help="sepsis: federated DP-SGD across three ICUs, with baselines; "
                                                "cross-border: EU + US oncology RWE study with HE analytics, "
-                                               "regional secure aggregation and the report."),
+                                               "regional secure aggregation and the report; imaging: DP U-Net "
+                                               "brain-tumour segmentation across two MRI centres, Dice against "
+                                               "epsilon."),
     patients: Optional[int] = typer.Option(None, help="sepsis: patients in the population (default 4000); "
-                                                      "cross-border: oncology patients per hospital (default 600)."),
+                                                      "cross-border: oncology patients per hospital (default 600); "
+                                                      "imaging: cases per centre (default 200)."),
     seed: int = typer.Option(7, help="Seed for the data generator and the study."),
     rounds: Optional[int] = typer.Option(None, min=1, help="Federated rounds (default 8; cross-border 4)."),
     servers: bool = typer.Option(False, "--servers", help="Run every hospital as its own HTTP server process."),
@@ -129,8 +132,19 @@ def demo(
         typer.echo(f"pooled AUROC {summary['model']['auroc']:.3f}; report: {', '.join(summary['report'])} "
                    f"({summary['wall_seconds']:.0f}s)")
         return
+    if scenario == "imaging":
+        from federation.imaging import format_imaging, run_imaging
+
+        if servers:
+            raise typer.BadParameter("the imaging scenario runs in-process only", param_hint="--servers")
+        if patients is not None and not 80 <= patients <= 5000:
+            raise typer.BadParameter("give 80 to 5000 cases per imaging centre", param_hint="--patients")
+        summary = run_imaging(home, cases=patients, rounds=rounds or 4, seed=seed,
+                              results=results or Path("results/imaging"), echo=typer.echo)
+        typer.echo(format_imaging(summary))
+        return
     if scenario != "sepsis":
-        raise typer.BadParameter(f"unknown scenario {scenario!r}; choose sepsis or cross-border",
+        raise typer.BadParameter(f"unknown scenario {scenario!r}; choose sepsis, cross-border or imaging",
                                  param_hint="--scenario")
     from federation.demo import format_summary, run_demo
 

@@ -72,15 +72,19 @@ def _rows_request(ds, dataset: str):
     return first_patients
 
 
-def _officer_reviews(site, echo) -> None:
+def _officer_reviews(site, echo, purpose: str = "early warning of sepsis in adult ICU stays") -> None:
     """The compliance officer follows the automatic review: approves low-risk requests
     (checked against the dataset's privacy budget), denies the rest with the findings."""
+    from syft_policies.code_review import SitePolicy
+
     officer, ledger, audit, governance = site.officer(), site.ledger(), site.audit(), site.governance()
+    policy = SitePolicy.for_site(site.spec)  # the site's own bounds (its TOML [policy]), not the defaults
     for req in list_requests(officer, status="pending"):
-        report = review_request(officer, req.id, budget_remaining=ledger.remaining(site.spec.dataset_name))
+        report = review_request(officer, req.id, budget_remaining=ledger.remaining(site.spec.dataset_name),
+                                site_policy=policy)
         if report.risk == "low":
             approve_request(officer, req.id, ledger=ledger, audit=audit, governance=governance, irb=DEMO_IRB,
-                            purpose="early warning of sepsis in adult ICU stays", expires=_in_days(90))
+                            purpose=purpose, expires=_in_days(90), site_policy=policy)
             echo(f"  {site.spec.name:<16} approved {req.function} (review: low risk"
                  + (f", epsilon {report.epsilon_cost:.2f} of {report.budget_before:.1f} left)"
                     if report.epsilon_cost is not None else ")"))

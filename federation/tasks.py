@@ -67,7 +67,51 @@ class Classification(Task):
         return {"histogram": {"edges": [float(e) for e in BIN_EDGES], **counts}}
 
 
-TASKS: dict[str, Task] = {t.name: t for t in (Classification(),)}
+class Segmentation(Task):
+    """Brain-tumour segmentation (BraTS regions); the headline is whole-tumour Dice."""
+
+    name, metric = "segmentation", "dice"
+    regions_released = ("WT", "TC", "ET")
+    region_names = {"WT": "whole_tumour", "TC": "tumour_core", "ET": "enhancing_tumour"}
+
+    def models(self):
+        from datasites.jobs.segmentation import SEG_MODELS
+
+        return tuple(SEG_MODELS)
+
+    def initial_weights(self, model, *, seed):
+        from datasites.jobs.models import get_weights
+        from datasites.jobs.segmentation import build_segmentation_model
+
+        return get_weights(build_segmentation_model(model, seed=seed))
+
+    def templates(self, *, secure):
+        from syft_policies.templates import medsyft_secure_train, medsyft_segment_evaluate, medsyft_segment_train
+
+        return (medsyft_secure_train if secure else medsyft_segment_train), medsyft_segment_evaluate
+
+    def regions(self, evaluations: list[dict]) -> dict[str, float]:
+        """Mean Dice per region over the sites' test cases, weighted by their noised counts."""
+        done = [e for e in evaluations if e.get("dice") is not None]
+        if not done:
+            raise ValueError("no site returned a Dice evaluation")
+        weights = np.array([max(float(e["cases"]), 0.0) for e in done])
+        if weights.sum() <= 0:
+            weights = np.ones(len(done))  # noise left no positive count: weigh the sites alike
+        return {self.region_names[r]: float(np.dot(weights, [e["dice"][r] for e in done]) / weights.sum())
+                for r in self.regions_released}
+
+    def score(self, evaluations):
+        return self.regions(evaluations)["whole_tumour"]
+
+    def from_secure_sum(self, total):
+        cases = float(np.asarray(total["cases"]).ravel()[0])
+        sums = np.asarray(total["dice_sum"], dtype=float).ravel()
+        return {"dice": {r: float(v) / max(cases, 1.0) for r, v in zip(self.regions_released, sums)},
+                "cases": int(round(cases))}
+
+
+TASKS: dict[str, Task] = {t.name: t for t in (Classification(), Segmentation())}
 
 
 def task_of(model: str) -> Task:

@@ -35,6 +35,16 @@ def medsyft_evaluate(cohort, plan, weights):
     return evaluate(cohort, weights, plan)
 
 
+def medsyft_segment_train(cohort, plan, weights):
+    from datasites.jobs.segmentation import dp_segmentation_train
+    return dp_segmentation_train(cohort, weights, plan)
+
+
+def medsyft_segment_evaluate(cohort, plan, weights):
+    from datasites.jobs.segmentation import dp_segmentation_evaluate
+    return dp_segmentation_evaluate(cohort, weights, plan)
+
+
 def medsyft_dp_prevalence(cohort, plan):
     from datasites.jobs.analytics import dp_prevalence
     return dp_prevalence(cohort, plan)
@@ -76,6 +86,10 @@ TEMPLATES = {t.name: t for t in (
     Template("secure_train", medsyft_secure_train, "datasites.jobs.secure_round.secure_train",
              (("cohort", "asset"), ("plan", "constant"), ("message", "researcher")), "dp-sgd"),
     Template("evaluate", medsyft_evaluate, "datasites.jobs.evaluation.evaluate",
+             (("cohort", "asset"), ("plan", "constant"), ("weights", "researcher")), "evaluation"),
+    Template("segment_train", medsyft_segment_train, "datasites.jobs.segmentation.dp_segmentation_train",
+             (("cohort", "asset"), ("plan", "constant"), ("weights", "researcher")), "dp-sgd"),
+    Template("segment_evaluate", medsyft_segment_evaluate, "datasites.jobs.segmentation.dp_segmentation_evaluate",
              (("cohort", "asset"), ("plan", "constant"), ("weights", "researcher")), "evaluation"),
     Template("dp_prevalence", medsyft_dp_prevalence, "datasites.jobs.analytics.dp_prevalence",
              (("cohort", "asset"), ("plan", "constant")), "per-call"),

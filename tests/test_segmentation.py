@@ -246,7 +246,7 @@ def test_a_round_that_diverges_is_paid_but_releases_nothing(asset):
 
 @pytest.mark.parametrize("change, words", [
     ({"model": "mlp"}, "model 'mlp'"), ({"task": "sepsis"}, "segmentation plans"),
-    ({"local_layers": ["norm"]}, "local"), ({"secure_aggregation": True}, "secure aggregation"),
+    ({"local_layers": ["norm"]}, "local"),
     ({"noise_multiplier": 0.1}, "noise_multiplier"), ({"eval_epsilons": [9.0]}, "evaluation's epsilon"),
     ({"epsilon": 0.5}, "exceed this study's epsilon"),
 ])
@@ -258,6 +258,19 @@ def test_plans_outside_the_bounds_are_refused_unpaid(asset, change, words):
         if "epsilon" not in change:
             with pytest.raises(Refused, match=words):
                 dp_segmentation_evaluate(asset, {}, seg_plan("seg-plan", **change))
+    assert site.debits == []
+
+
+def test_a_secure_plan_trains_and_evaluates_only_masked(asset):
+    """Under secure aggregation the plain job refuses, and evaluation waits for an agreed
+    secure round (its keys mask the Dice sums); both before anything is paid."""
+    site = LocalHospital("secure-plan-site", dry_run=False)
+    with use_hospital(site):
+        with pytest.raises(Refused, match="only masked"):
+            dp_segmentation_train(asset, {}, seg_plan("seg-secure", secure_aggregation=True))
+        weights = get_weights(build_segmentation_model("unet2d", seed=0))
+        with pytest.raises(Refused, match="after a secure round"):
+            dp_segmentation_evaluate(asset, weights, seg_plan("seg-secure", secure_aggregation=True))
     assert site.debits == []
 
 

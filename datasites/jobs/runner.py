@@ -47,7 +47,7 @@ PRELOAD = ("numpy", "pandas", "torch", "torch.optim", "torch._dynamo", "opacus",
            "cryptography.hazmat.primitives.asymmetric.x25519", "cryptography.hazmat.primitives.ciphers.aead",
            "privacy.accounting", "secagg", "he", "datasites.jobs.training", "datasites.jobs.evaluation",
            "datasites.jobs.secure_round", "datasites.jobs.analytics", "datasites.jobs.query", "datasites.jobs.summary",
-           "datasites.jobs.rwe")
+           "datasites.jobs.rwe", "datasites.jobs.segmentation")
 DEFAULT_LIMITS = {"memory_mb": 2048, "cpu_seconds": 600, "processes": 64, "file_mb": 256, "open_files": 256}
 
 

@@ -98,7 +98,7 @@ def secure_train(cohort, message: dict, plan: dict) -> dict:
     if missing:
         raise Refused(f"the {step} step needs {', '.join(missing)}")
     threshold = _threshold(plan)
-    frame = check_frame(cohort)
+    frame = cohort if plan.get("task") == "segmentation" else check_frame(cohort)  # checked by its round
     site = hospital()
     if site.dry_run:  # a dry run on the mock: no keys, no training
         return {"dry_run": True, "step": step, "round": round_no}
@@ -141,6 +141,15 @@ def secure_train(cohort, message: dict, plan: dict) -> dict:
     return reply
 
 
+def _round_job(plan: dict):
+    """The task's round (sepsis DP-SGD, or the imaging centres' segmentation)."""
+    if plan.get("task") == "segmentation":
+        from .segmentation import segmentation_round
+
+        return segmentation_round
+    return train_round
+
+
 def _mask(party, frame, message: dict, plan: dict, site, round_no: int, attempt: int) -> dict:
     """Train (once a round), then mask; the reply is the masked vector and public plan numbers only."""
     from secagg import AggregationFailed
@@ -158,7 +167,7 @@ def _mask(party, frame, message: dict, plan: dict, site, round_no: int, attempt:
         if done + 1 != round_no:  # checked before any epsilon is spent
             raise Refused(f"this site's next round is {done + 1}, not {round_no}")
         try:
-            result = train_round(frame, message["weights"], plan)
+            result = _round_job(plan)(frame, message["weights"], plan)
         except ValueError as exc:  # not the protocol's: its detail stays at the site, like any job error
             raise RuntimeError("training failed") from exc
         n = float(result["num_samples"])

@@ -38,7 +38,7 @@ from .training import PLAN_KEYS, ROUND_KEY, _make_private, bounded_update, secre
 
 __all__ = ["BRATS_LABELS", "REGIONS", "SEG_MODELS", "UNet2D", "build_segmentation_model", "to_index", "regions",
            "dice_ce_loss", "dice_per_case", "predict_labels", "fit_segmentation", "dp_segmentation_train",
-           "dp_segmentation_evaluate", "noised_dice", "check_imaging_asset"]
+           "dp_segmentation_evaluate", "segmentation_round", "noised_dice", "check_imaging_asset"]
 
 BRATS_LABELS = (0, 1, 2, 4)
 # BraTS' evaluation regions: whole tumour, tumour core, enhancing tumour (the labels each holds).
@@ -251,15 +251,22 @@ def _check_plan(plan: dict) -> None:
     problems = plan_problems(plan, PlanBounds(models=tuple(SEG_MODELS)))
     if plan["local_layers"]:
         problems.append("personal (local) layers are not offered for segmentation: every layer is shared")
-    if plan.get("secure_aggregation"):
-        problems.append("secure aggregation is not offered for segmentation yet")
     if problems:
         raise Refused("the plan is outside what this site allows: " + "; ".join(problems))
 
 
 def dp_segmentation_train(asset, weights: dict, plan: dict) -> dict:
-    """One federated round at this imaging centre: DP-SGD on its non-test cases from the
-    global ``weights``. Same rules as ``training.train_round``: refuses past ``plan["rounds"]``
+    """One federated round at this imaging centre, released as plain weights (a study
+    without secure aggregation). A plan approved with secure aggregation trains only
+    through ``secure_round.secure_train``, which never lets the plain weights out."""
+    if plan.get("secure_aggregation"):
+        raise Refused("this study was approved with secure aggregation: its updates leave the site only masked")
+    return segmentation_round(asset, weights, plan)
+
+
+def segmentation_round(asset, weights: dict, plan: dict) -> dict:
+    """The round itself (shared by the plain and the securely aggregated paths): DP-SGD on
+    the non-test cases from the global ``weights``. Same rules as ``training.train_round``: refuses past ``plan["rounds"]``
     or ``plan["epsilon"]``; the round is paid once (reference ``<study>/round-<r>``) before
     any step; ``weights`` may carry ``ROUND_KEY``, and a repeat of the last round returns its
     reply again, unpaid. Weights that are malformed or not finite are refused before the
@@ -321,7 +328,7 @@ def dp_segmentation_train(asset, weights: dict, plan: dict) -> dict:
     }
     site.save(plan["study"], "state", {
         "rounds_done": rounds_done + 1, "last_round": round_no, "accountant": [list(h) for h in accountant],
-        "epsilon": epsilon_after, "reply": reply})
+        "epsilon": epsilon_after, "reply": None if plan.get("secure_aggregation") else reply})
     if reply is None:  # paid and counted, but a model that diverged is never released
         raise Refused(f"round {round_no} diverged here (non-finite weights); nothing was released, the global "
                       "model is unchanged at this site")
@@ -394,6 +401,11 @@ def dp_segmentation_evaluate(asset, weights: dict, plan: dict) -> dict:
         return history["reply"]  # the same release again: nothing computed, nothing paid
     model = build_segmentation_model(plan["model"], seed=plan["seed"])
     set_weights(model, weights)  # shapes and finiteness checked before anything is paid
+    secure = None
+    if plan.get("secure_aggregation"):  # masked with the last round's keys; checked before anything is paid
+        from .evaluation import _secure_round
+
+        secure = _secure_round(site, plan, int((site.load(plan["study"], "state") or {}).get("rounds_done", 0)))
     done = int(history.get("done", 0))
     if wanted is not None and history.get("round") == wanted and history.get("reply") is None and done > 0:
         done -= 1  # this round's evaluation was paid and then cut short, never released: run it again unpaid
@@ -404,11 +416,19 @@ def dp_segmentation_evaluate(asset, weights: dict, plan: dict) -> dict:
     site.save(plan["study"], "evaluations", {"done": done + 1, "round": wanted})
     dice = dice_per_case(predict_labels(model, images[test]), labels[test])
     means, count, scale = noised_dice(dice, epsilon=epsilon)
-    reply = {"evaluation": done + 1, "dice": means, "cases": count,
+    reply = {"evaluation": done + 1,
              "receipt": receipt("OpenDP: Laplace on the sums of per-case Dice (WT, TC, ET, each clamped to [0, 1]) "
                                 "and discrete Laplace on the case count, one scale; means = sums / count",
                                 epsilon=epsilon, budget_remaining=left, scale=scale,
                                 sensitivity="one case moves each Dice sum by at most 1 and the count by 1 (L1 4)",
                                 evaluations_left=len(evaluations) - done - 1)}
+    if secure is None:
+        reply.update(dice=means, cases=count)
+    else:  # only the sum over the round's agreed survivors opens: noised Dice sums and the count
+        party, round_no, document = secure
+        sums = np.array([means[r] * max(count, 1) for r in REGIONS], dtype=np.float64)
+        masked = party.masked_extra({"dice_sum": sums, "cases": np.array([float(count)])}, purpose="evaluation")
+        site.save(plan["study"], document, party.to_state())  # before anything leaves: once a round
+        reply.update(round=round_no, site=party.id, masked=masked)
     site.save(plan["study"], "evaluations", {"done": done + 1, "round": wanted, "reply": reply})
     return reply
