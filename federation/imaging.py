@@ -51,7 +51,7 @@ def run_imaging(home: Path, *, cases: int | None = None, rounds: int = 4, seed: 
                 epsilons=IMAGING_EPSILONS, results: Path = Path("results") / "imaging", echo=print,
                 progress: bool = True) -> dict:
     """Run the three DP studies and the references; write ``results``; return the summary."""
-    from .segmentation_refs import centre_arrays, federated_reference, pooled_reference, score_weights
+    from .segmentation_refs import centre_arrays, federated_reference, pooled_reference, score_weights, tuned
     from .plots import plot_dice_vs_epsilon
 
     t0 = time.monotonic()
@@ -85,8 +85,8 @@ def run_imaging(home: Path, *, cases: int | None = None, rounds: int = 4, seed: 
         echo("[4/5] references with the data pooled (simulation by the data owners)")
         arrays = centre_arrays(sites.values())
         reference_plan = _plan("reference", names, epsilon=max(epsilons), rounds=rounds, seed=seed)
-        pooled = score_weights(arrays, pooled_reference(arrays, reference_plan))
-        federated = score_weights(arrays, federated_reference(arrays, reference_plan))
+        pooled = score_weights(arrays, tuned(pooled_reference, arrays, reference_plan))
+        federated = score_weights(arrays, tuned(federated_reference, arrays, reference_plan))
         budgets = {n: sites[n].ledger().remaining(specs[0].dataset_name) for n in names}
         audits = {n: sites[n].audit().verify() for n in names}
     finally:
