@@ -148,7 +148,7 @@ def format_imaging(summary: dict) -> str:
     lines = ["", "Dice on both centres' test cases (whole tumour / tumour core / enhancing tumour)"]
 
     def row(label, r):
-        return f"  {label:<34}{r['whole_tumour']:.3f} / {r['tumour_core']:.3f} / {r['enhancing_tumour']:.3f}"
+        return f"  {label:<40}{r['whole_tumour']:.3f} / {r['tumour_core']:.3f} / {r['enhancing_tumour']:.3f}"
     lines.append(row("pooled, no privacy", regions["pooled_nonprivate"]))
     lines.append(row("federated, no privacy", regions["federated_nonprivate"]))
     for eps, r in regions["federated_dp"].items():
