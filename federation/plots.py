@@ -105,9 +105,11 @@ def plot_dice_vs_epsilon(federated_dp: dict[str, dict[str, float]], reference: d
                 c=colour, label=f"{_REGION_LABELS[region]}, federated DP")
         ax.axhline(reference[region], ls="--", c=colour, lw=1.2,
                    label=f"{_REGION_LABELS[region]}, federated without privacy ({reference[region]:.2f})")
-    lowest = min([0.0] + [v for d in federated_dp.values() for v in d.values()])  # noised means can dip below 0
+    values = [v for d in federated_dp.values() for v in d.values()]  # noised means can leave [0, 1]
+    low, high = min([0.0] + values), max([1.0] + values)
     ax.set(xlabel="epsilon per centre (training + evaluation)", ylabel="Dice (noised, both centres' test cases)",
-           title="Brain-tumour segmentation: Dice against epsilon", ylim=(lowest - 0.05 if lowest < 0 else 0, 1))
+           title="Brain-tumour segmentation: Dice against epsilon",
+           ylim=(low - 0.05 if low < 0 else 0, high + 0.05 if high > 1 else 1))
     ax.set_xticks([float(e) for e in budgets])
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()

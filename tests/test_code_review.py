@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from federation import StudyPlan
-from federation.study import medsyft_evaluate, medsyft_train
+from syft_policies.templates import medsyft_evaluate, medsyft_train
 from syft_policies import SitePolicy, review_code
 
 from scratchnet.exfiltration import ATTEMPTS
