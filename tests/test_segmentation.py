@@ -112,14 +112,6 @@ def test_dice_per_case_matches_a_reference_on_hand_made_masks():
     assert 0 < got[5, 0] < 1 and got[6, 1] == 1 and got[6, 2] == 0
 
 
-def test_dice_per_case_equals_sklearn_f1_on_flattened_masks():
-    f1_score = pytest.importorskip("sklearn.metrics").f1_score
-    for pred, true in _hand_made_cases():
-        got = dice_per_case(pred[None], true[None])[0]
-        want = [f1_score(t.ravel(), p.ravel(), zero_division=1.0) for p, t in zip(regions(pred), regions(true))]
-        np.testing.assert_allclose(got, want, atol=1e-12)
-
-
 # ---- the model and the loss under Opacus -----------------------------------------------
 
 def test_the_unet_is_opacus_compatible_and_gives_logits_per_pixel():
