@@ -15,7 +15,7 @@ from synthetic_data import generate_population, make_mock, partition_hospitals
 
 from .spec import HospitalSpec
 
-__all__ = ["ensure_site_data", "private_dir", "mock_dir", "DEFAULT_PATIENTS", "DEFAULT_SEED"]
+__all__ = ["ensure_site_data", "private_dir", "mock_dir", "replace_dir", "DEFAULT_PATIENTS", "DEFAULT_SEED"]
 
 DEFAULT_PATIENTS = 3000
 DEFAULT_SEED = 7
@@ -28,6 +28,16 @@ def private_dir(home: Path, site: str) -> Path:
 
 def mock_dir(home: Path, site: str) -> Path:
     return home / site / "data" / "mock"
+
+
+def replace_dir(target: Path, write) -> None:
+    """``write(staging)`` into a fresh sibling folder, then swap it in for ``target``: a crash
+    mid-write leaves the old data, never half of the new."""
+    staging = target.with_name(target.name + ".incoming")
+    shutil.rmtree(staging, ignore_errors=True)
+    write(staging)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
 
 
 def _complete(d: Path) -> bool:
@@ -60,14 +70,7 @@ def ensure_site_data(specs: list[HospitalSpec], home: Path, *, n_patients: int =
         population = generate_population(n_patients, seed=seed)
         parts = partition_hospitals(population, [s.profile for s in generated], seed=seed)
     for spec in todo:
-        target = private_dir(home, spec.name)
-        staging = target.with_name(target.name + ".incoming")
-        shutil.rmtree(staging, ignore_errors=True)
-        if spec.source is not None:
-            shutil.copytree(spec.source, staging)
-        else:
-            parts[spec.name].write(staging)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(staging, target)  # a crash mid-copy leaves the old data, never half of the new
+        replace_dir(private_dir(home, spec.name), (lambda d, s=spec: shutil.copytree(s.source, d))
+                    if spec.source is not None else parts[spec.name].write)
         make_mock(spec.profile, MOCK_PATIENTS, seed=seed).write(mock_dir(home, spec.name))
     return True

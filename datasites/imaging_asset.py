@@ -10,13 +10,12 @@ fixed test split: a dict of arrays, which crosses into the isolated worker as pl
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from .data import mock_dir, private_dir
+from .data import mock_dir, private_dir, replace_dir
 from .spec import HospitalSpec
 
 __all__ = ["ensure_imaging_data", "imaging_asset", "IMAGING_ASSET", "IMAGING_DESCRIPTION", "MOCK_CASES"]
@@ -47,15 +46,11 @@ def ensure_imaging_data(specs: list[HospitalSpec], home: Path, *, seed: int = 7,
             load_brats(spec.source)  # a real download is checked where its owner keeps it, before any copy
     for i, spec in enumerate(todo):
         profile = CENTRES[spec.imaging]
-        target = private_dir(home, spec.name)
-        staging = target.with_name(target.name + ".incoming")
-        shutil.rmtree(staging, ignore_errors=True)
         if spec.source is not None:
-            shutil.copytree(spec.source, staging)
+            replace_dir(private_dir(home, spec.name), lambda d, s=spec: shutil.copytree(s.source, d))
         else:
-            export_brats(generate_centre(profile, cases or spec.imaging_cases, seed=seed + 1000 * i), staging)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(staging, target)  # a crash mid-write leaves the old data, never half of the new
+            cohort = generate_centre(profile, cases or spec.imaging_cases, seed=seed + 1000 * i)
+            replace_dir(private_dir(home, spec.name), lambda d, c=cohort: export_brats(c, d))
         mock = mock_dir(home, spec.name)
         shutil.rmtree(mock, ignore_errors=True)
         export_brats(make_imaging_mock(profile, MOCK_CASES, seed=seed + 1000 * i), mock)

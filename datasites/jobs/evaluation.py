@@ -27,7 +27,7 @@ from .models import build_model, model_inputs, set_weights
 from .receipt import receipt
 from .site import Refused, hospital
 
-__all__ = ["evaluate", "score_histograms", "site_metrics", "predict", "auroc", "THRESHOLDS", "BIN_EDGES",
+__all__ = ["evaluate", "tagged_evaluation", "evaluation_index", "score_histograms", "site_metrics", "predict", "auroc", "THRESHOLDS", "BIN_EDGES",
            "MIN_CELL"]
 
 MIN_CELL = 10
@@ -139,29 +139,21 @@ def evaluate(cohort, weights: dict, plan: dict) -> dict:
     ``weights`` may name the round evaluated (``ROUND_KEY``): a repeat of the last one gets
     the same reply again (a reply lost on the way is fetched, not re-made and re-paid), and
     one cut short after its payment, before anything was released, runs again unpaid."""
-    from .training import ROUND_KEY
-
     problems = plan_problems(plan)
     if problems:
         raise Refused("the plan is outside what this site allows: " + "; ".join(problems))
     schedule = evaluation_schedule(plan)
     cohort = check_frame(cohort)
-    weights = dict(weights)
-    wanted = weights.pop(ROUND_KEY, None)
-    if wanted is not None and (isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1):
-        raise Refused("the round evaluated must be a whole number from 1")
     site = hospital()
-    history = site.load(plan["study"], "evaluations") or {}
-    if wanted is not None and history.get("round") == wanted and history.get("reply") is not None:
-        return history["reply"]  # the same release again: nothing computed, nothing paid
+    weights, wanted, history, released = tagged_evaluation(site, plan, weights)
+    if released is not None:
+        return released  # the same release again: nothing computed, nothing paid
     state = site.load(plan["study"], "state") or {}
     if plan.get("local_layers"):
         weights.update(state.get("local_layers", {}))
     model = build_model(plan["model"], seed=plan["seed"])
     set_weights(model, weights)  # shapes and finiteness checked before anything is paid
-    done = int(history.get("done", 0))
-    if wanted is not None and history.get("round") == wanted and history.get("reply") is None and done > 0:
-        done -= 1  # this round's evaluation was paid and then cut short, never released: run it again unpaid
+    done = evaluation_index(history, wanted)
     if done >= len(schedule):
         raise Refused(f"study {plan['study']} planned {len(schedule)} evaluations and all have run here")
     secure = _secure_round(site, plan, int(state.get("rounds_done", 0))) if plan.get("secure_aggregation") else None
@@ -187,6 +179,29 @@ def evaluate(cohort, weights: dict, plan: dict) -> dict:
         reply.update(round=round_no, site=party.id, masked=masked)
     site.save(plan["study"], "evaluations", {"done": done + 1, "round": wanted, "reply": reply})
     return reply
+
+
+def tagged_evaluation(site, plan: dict, weights: dict) -> tuple[dict, int | None, dict, dict | None]:
+    """``(weights without the tag, the round they name, the study's evaluation record, the
+    reply already released for that round or None)``: a repeat is fetched, never re-made."""
+    from .training import ROUND_KEY
+
+    weights = dict(weights)
+    wanted = weights.pop(ROUND_KEY, None)
+    if wanted is not None and (isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1):
+        raise Refused("the round evaluated must be a whole number from 1")
+    history = site.load(plan["study"], "evaluations") or {}
+    same = wanted is not None and history.get("round") == wanted
+    return weights, wanted, history, history.get("reply") if same else None
+
+
+def evaluation_index(history: dict, wanted: int | None) -> int:
+    """Which planned evaluation (0-based) this call is: the next one, or the same one again
+    when this round's was paid and then cut short before anything was released (unpaid)."""
+    done = int(history.get("done", 0))
+    if wanted is not None and history.get("round") == wanted and history.get("reply") is None and done > 0:
+        return done - 1
+    return done
 
 
 def _secure_round(site, plan: dict, round_no: int):

@@ -391,24 +391,18 @@ def dp_segmentation_evaluate(asset, weights: dict, plan: dict) -> dict:
     _check_plan(plan)
     evaluations = evaluation_schedule(plan)
     images, labels, test = check_imaging_asset(asset)
-    weights = dict(weights)
-    wanted = weights.pop(ROUND_KEY, None)
-    if wanted is not None and (isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1):
-        raise Refused("the round evaluated must be a whole number from 1")
+    from .evaluation import _secure_round, evaluation_index, tagged_evaluation
+
     site = hospital()
-    history = site.load(plan["study"], "evaluations") or {}
-    if wanted is not None and history.get("round") == wanted and history.get("reply") is not None:
-        return history["reply"]  # the same release again: nothing computed, nothing paid
+    weights, wanted, history, released = tagged_evaluation(site, plan, weights)
+    if released is not None:
+        return released  # the same release again: nothing computed, nothing paid
     model = build_segmentation_model(plan["model"], seed=plan["seed"])
     set_weights(model, weights)  # shapes and finiteness checked before anything is paid
     secure = None
     if plan.get("secure_aggregation"):  # masked with the last round's keys; checked before anything is paid
-        from .evaluation import _secure_round
-
         secure = _secure_round(site, plan, int((site.load(plan["study"], "state") or {}).get("rounds_done", 0)))
-    done = int(history.get("done", 0))
-    if wanted is not None and history.get("round") == wanted and history.get("reply") is None and done > 0:
-        done -= 1  # this round's evaluation was paid and then cut short, never released: run it again unpaid
+    done = evaluation_index(history, wanted)
     if done >= len(evaluations):
         raise Refused(f"study {plan['study']} planned {len(evaluations)} evaluations and all have run here")
     epsilon = evaluations[done]
