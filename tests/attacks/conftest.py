@@ -32,6 +32,7 @@ class Attacker:
         self.site = site
         self.ds = site.researcher()
         self.assets = {a.name: a for a in self.ds.datasets[site.spec.dataset_name].assets}
+        self.cohort = self.assets.get("sepsis_cohort") or self.assets["axial_slices"]  # what a study reads
         self.names: dict[object, str] = {}  # each submission gets its own name (Syft refuses repeats)
 
     def submit(self, fn, *, limit: int = 3, approve: bool = True, **constants) -> str:
@@ -43,7 +44,7 @@ class Attacker:
             elif p in self.assets:
                 bound[p] = self.assets[p]
             elif p == "cohort":
-                bound[p] = self.assets["sepsis_cohort"]
+                bound[p] = self.cohort
             else:
                 bound[p] = dict
         self.names[fn] = f"{fn.__name__}_{next(_COUNT)}"
@@ -63,7 +64,7 @@ class Attacker:
             elif p in self.assets:
                 out[p] = self.assets[p]
             elif p == "cohort":
-                out[p] = self.assets["sepsis_cohort"]
+                out[p] = self.cohort
         return out
 
     def run(self, fn, **values):
