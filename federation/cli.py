@@ -118,6 +118,8 @@ def demo(
                                                                  "before that hospital is left out of the round."),
     retries: int = typer.Option(2, min=0, max=10, help="sepsis: further attempts when a hospital cannot be "
                                                        "reached (backoff 2 s, 4 s, ...)."),
+    fedbn: bool = typer.Option(False, "--fedbn", help="imaging: FedBN, each centre keeps its own normalisation "
+                                                      "layers (its scanner's intensities) instead of FedAvg."),
 ):
     """Run a demo study end to end on simulated hospitals."""
     if scenario == "cross-border":
@@ -139,10 +141,12 @@ def demo(
             raise typer.BadParameter("the imaging scenario runs in-process only", param_hint="--servers")
         if patients is not None and not 80 <= patients <= 5000:
             raise typer.BadParameter("give 80 to 5000 cases per imaging centre", param_hint="--patients")
-        summary = run_imaging(home, cases=patients, rounds=rounds or 4, seed=seed,
+        summary = run_imaging(home, cases=patients, rounds=rounds or 4, seed=seed, strategy="fedbn" if fedbn else "fedavg",
                               results=results or Path("results/imaging"), echo=typer.echo)
         typer.echo(format_imaging(summary))
         return
+    if fedbn:
+        raise typer.BadParameter("FedBN is offered for the imaging scenario", param_hint="--fedbn")
     if scenario != "sepsis":
         raise typer.BadParameter(f"unknown scenario {scenario!r}; choose sepsis, cross-border or imaging",
                                  param_hint="--scenario")

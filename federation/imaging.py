@@ -41,16 +41,22 @@ def evaluation_epsilon(epsilon: float) -> float:
     return float(min(max(0.25 * epsilon, 0.5), 2.0))
 
 
-def _plan(study: str, sites: list[str], *, epsilon: float, rounds: int, seed: int) -> StudyPlan:
+def _plan(study: str, sites: list[str], *, epsilon: float, rounds: int, seed: int,
+          strategy: str = "fedavg") -> StudyPlan:
     evaluation = evaluation_epsilon(epsilon)
     return StudyPlan(study=study, sites=sites, rounds=rounds, epsilon=epsilon - evaluation, secure_aggregation=True,
-                     seed=seed, evaluate_every=0, final_eval_epsilon=evaluation, **TRAINING)
+                     seed=seed, evaluate_every=0, final_eval_epsilon=evaluation, strategy=strategy, **TRAINING)
 
 
 def run_imaging(home: Path, *, cases: int | None = None, rounds: int = 4, seed: int = 7,
                 epsilons=IMAGING_EPSILONS, results: Path = Path("results") / "imaging", echo=print,
-                progress: bool = True) -> dict:
-    """Run the three DP studies and the references; write ``results``; return the summary."""
+                progress: bool = True, strategy: str = "fedavg") -> dict:
+    """Run the three DP studies and the references; write ``results``; return the summary.
+
+    ``strategy="fedbn"`` keeps each centre's GroupNorm layers at the centre (FedBN): the
+    released model is then incomplete without them, so no mock figure is drawn from it."""
+    if strategy not in ("fedavg", "fedbn"):
+        raise ValueError(f"the imaging study runs fedavg or fedbn, not {strategy!r}")
     from .segmentation_refs import centre_arrays, federated_reference, pooled_reference, score_weights, tuned
     from .plots import plot_dice_vs_epsilon
 
@@ -72,8 +78,9 @@ def run_imaging(home: Path, *, cases: int | None = None, rounds: int = 4, seed: 
     try:
         clients = {n: sites[n].researcher() for n in names}
         for eps in epsilons:
-            plan = _plan(f"brats-eps{eps:g}", names, epsilon=eps, rounds=rounds, seed=seed)
-            echo(f"[3/5] study {plan.study}: FedAvg + secure aggregation, {rounds} rounds, epsilon {eps:g} per "
+            plan = _plan(f"brats-eps{eps:g}", names, epsilon=eps, rounds=rounds, seed=seed, strategy=strategy)
+            echo(f"[3/5] study {plan.study}: {'FedBN' if strategy == 'fedbn' else 'FedAvg'} + secure aggregation, "
+                 f"{rounds} rounds, epsilon {eps:g} per "
                  f"centre (noise_multiplier {plan.noise_multiplier:.2f})")
             study = Study(plan, clients, directory=home / "studies" / plan.study, echo=echo, progress=progress)
             study.submit()
@@ -101,15 +108,18 @@ def run_imaging(home: Path, *, cases: int | None = None, rounds: int = 4, seed: 
                  "regions": {"pooled_nonprivate": pooled, "federated_nonprivate": federated,
                              "federated_dp": federated_dp}},
         "epsilon": {"per_site": epsilon_spent},
-        "rounds": rounds, "wall_seconds": round(wall, 1), "cases": {s.name: s.imaging_cases for s in specs},
+        "rounds": rounds, "strategy": strategy, "wall_seconds": round(wall, 1), "cases": {s.name: s.imaging_cases for s in specs},
         "budget": budgets, "audit": {n: {"entries": v.entries, "verified": v.ok} for n, v in audits.items()},
     }
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
     best = dp[f"{max(epsilons):g}"]["result"]
-    summary["plots"] = [str(p) for p in (
-        plot_dice_vs_epsilon(federated_dp, federated, results / "dice_vs_epsilon.png"),
-        _mock_figure(home, specs, best, results / "mock_segmentations.png"))]
+    plots = [plot_dice_vs_epsilon(federated_dp, federated, results / "dice_vs_epsilon.png")]
+    if strategy == "fedavg":
+        plots.append(_mock_figure(home, specs, best, results / "mock_segmentations.png"))
+    else:
+        echo("  no mock figure under FedBN: each centre's normalisation layers never leave it")
+    summary["plots"] = [str(p) for p in plots]
     (results / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     return summary
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from datasites.jobs.models import NORM_PREFIX
+from datasites.jobs.models import NORM_PREFIX, is_local
 
 from . import robust
 
@@ -105,7 +105,7 @@ class Strategy(ABC):
         without global weights, the layer set most sites agree on."""
         local = self.local_layers()
         expected = {k: tuple(np.shape(v)) for k, v in global_weights.items()
-                    if not (local and k.startswith(local))}
+                    if not is_local(k, local)}
         if not expected:
             votes: dict[tuple, int] = {}
             for r in results.values():

@@ -20,6 +20,7 @@ import numpy as np
 
 from syft_policies.quiet import quiet
 from datasites.jobs.secure_round import SECURE_STEPS
+from datasites.jobs.models import is_local
 
 from .checkpoint import latest_checkpoint, save_checkpoint
 from .metrics import pooled_auroc, pooled_roc
@@ -411,7 +412,7 @@ class Study:
         round again (nothing trained or paid twice) and a site ahead of the study is refused."""
         from datasites.jobs.training import ROUND_KEY
 
-        shared = {k: v for k, v in weights.items() if not k.startswith(tuple(self.strategy.local_layers()))}
+        shared = {k: v for k, v in weights.items() if not is_local(k, self.strategy.local_layers())}
         shared[ROUND_KEY] = int(expected_round)
         try:
             result = self._retrying(site, f"round {expected_round}",
@@ -456,7 +457,7 @@ class Study:
         from secagg import AggregationFailed, SecAggServer
 
         local = tuple(self.strategy.local_layers())
-        shared = {k: v for k, v in weights.items() if not k.startswith(local)}
+        shared = {k: v for k, v in weights.items() if not is_local(k, local)}
         ids = {site: i + 1 for i, site in enumerate(sorted(self.participants))}
         server = SecAggServer(context=round_context(self.plan.study, round_no, attempt),
                               threshold=self.plan.secagg_threshold)

@@ -92,3 +92,26 @@ def test_a_sepsis_site_rates_a_segmentation_plan_out_of_policy(site):
     centre = load_spec(IMAGING_SPECS / "utrecht-neuro.toml")
     assert review_code(TEMPLATES["segment_train"].source, plan=plan,
                        site_policy=SitePolicy.for_site(centre)).risk == "low"
+
+
+def test_fedbn_keeps_each_centres_norm_layers_and_still_releases_only_a_secure_sum(tmp_path):
+    """``--fedbn``: the researcher's model never holds a centre's GroupNorm layers (they stay
+    at their initial values in every checkpoint), the shared layers move, Dice still comes
+    back only as the noised secure sum, and no figure is drawn from an incomplete model."""
+    from datasites.jobs.segmentation import build_segmentation_model
+    from datasites.jobs.models import get_weights
+    from federation.checkpoint import latest_checkpoint
+
+    results = tmp_path / "results"
+    summary = run_imaging(tmp_path, cases=80, rounds=1, epsilons=(8.0,), results=results, echo=lambda *_: None,
+                          progress=False, strategy="fedbn")
+    assert summary["strategy"] == "fedbn" and np.isfinite(summary["dice"]["federated_dp"]["8"])
+    assert not (results / "mock_segmentations.png").exists() and (results / "dice_vs_epsilon.png").exists()
+    ckpt = latest_checkpoint(tmp_path / "imaging" / "studies" / "brats-eps8")
+    start = get_weights(build_segmentation_model("unet2d", seed=7))
+    norms = [k for k in start if ".norm" in k]
+    assert norms and all(np.array_equal(ckpt.weights[k], start[k]) for k in norms)
+    assert any(not np.allclose(ckpt.weights[k], start[k]) for k in start if k not in norms)
+    assert set(ckpt.meta["history"][-1]["evaluations"]) == {SECURE_SUM}
+    with pytest.raises(ValueError, match="fedavg or fedbn"):
+        run_imaging(tmp_path, strategy="fedprox")

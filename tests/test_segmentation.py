@@ -214,6 +214,29 @@ def test_a_dp_round_is_accounted_paid_once_bounded_and_fetched_again_unpaid(asse
             dp_segmentation_train(asset, {**start, ROUND_KEY: 1}, plan)
 
 
+def test_fedbn_keeps_each_centres_norm_layers_at_the_centre(asset):
+    """With local ``norm`` layers the reply carries only the shared layers; the centre keeps
+    its own GroupNorm weights between rounds, whatever the researcher sends, and evaluates
+    the global model with them."""
+    site = LocalHospital("fedbn-site", dry_run=False)
+    plan = seg_plan("seg-fedbn", local_layers=["norm"], eval_epsilons=[1.0, 1.0])
+    start = get_weights(build_segmentation_model("unet2d", seed=plan["seed"]))
+    norms = sorted(k for k in start if ".norm" in k)
+    assert len(norms) == 20 and all(k.rsplit(".", 2)[-2].startswith("norm") for k in norms)
+    with use_hospital(site):
+        first = dp_segmentation_train(asset, {**start, ROUND_KEY: 1}, plan)
+        assert set(first["weights"]) == set(start) - set(norms)
+        kept = site.load("seg-fedbn", "state")["local_layers"]
+        assert set(kept) == set(norms) and any(not np.allclose(kept[k], start[k]) for k in norms)
+        forged = {k: np.full_like(v, 7.0) for k, v in start.items() if k in norms}
+        dp_segmentation_train(asset, {**first["weights"], **forged, ROUND_KEY: 2}, plan)
+        after = site.load("seg-fedbn", "state")["local_layers"]
+        assert all(np.abs(after[k] - 7.0).max() > 1 for k in norms if k.endswith("weight"))  # its own, not the forged
+        shared = {k: v for k, v in start.items() if k not in norms}
+        evaluated = dp_segmentation_evaluate(asset, {**shared, **forged}, plan)
+    assert evaluated["evaluation"] == 1 and set(evaluated["dice"]) == set(REGIONS)
+
+
 def test_non_finite_or_foreign_weights_are_refused_before_any_debit(asset):
     site = LocalHospital("nan-site", dry_run=False)
     plan = seg_plan("seg-nan")
@@ -238,7 +261,6 @@ def test_a_round_that_diverges_is_paid_but_releases_nothing(asset):
 
 @pytest.mark.parametrize("change, words", [
     ({"model": "mlp"}, "model 'mlp'"), ({"task": "sepsis"}, "segmentation plans"),
-    ({"local_layers": ["norm"]}, "local"),
     ({"noise_multiplier": 0.1}, "noise_multiplier"), ({"eval_epsilons": [9.0]}, "evaluation's epsilon"),
     ({"epsilon": 0.5}, "exceed this study's epsilon"),
 ])

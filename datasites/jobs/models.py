@@ -16,9 +16,16 @@ from synthetic_data.cohort import SEQUENCE_FEATURES
 
 from .cohort import STATIC_FEATURES, sequence_columns
 
-__all__ = ["MODELS", "build_model", "get_weights", "set_weights", "model_inputs", "NORM_PREFIX"]
+__all__ = ["MODELS", "build_model", "get_weights", "set_weights", "model_inputs", "NORM_PREFIX", "is_local"]
 
 NORM_PREFIX = "norm"
+
+
+def is_local(name: str, local) -> bool:
+    """Whether layer ``name`` is one a site keeps (FedBN): a part of its dotted name starts
+    with one of the ``local`` prefixes, so ``norm.weight`` and ``down.0.norm1.weight`` both are."""
+    prefixes = tuple(local)
+    return bool(prefixes) and any(part.startswith(prefixes) for part in name.split("."))
 
 # (centre, scale) per charted variable: typical adult ICU values, not site statistics.
 REFERENCE = {

@@ -31,7 +31,7 @@ import torch
 from privacy.accounting import epsilon_spent, history_key, merged_history, schedule
 from privacy.bounds import PlanBounds, evaluation_schedule, plan_problems
 
-from .models import get_weights, set_weights
+from .models import get_weights, is_local, set_weights
 from .receipt import receipt
 from .site import Refused, hospital
 from .training import PLAN_KEYS, ROUND_KEY, _make_private, bounded_update, secret_generator
@@ -80,11 +80,15 @@ def dice_per_case(pred_labels: np.ndarray, true_labels: np.ndarray) -> np.ndarra
 # ---- the model -------------------------------------------------------------------------
 
 def _block(cin: int, cout: int) -> torch.nn.Sequential:
-    """Two 3x3 convolutions, each with GroupNorm (per-sample statistics) and ReLU."""
+    """Two 3x3 convolutions, each with GroupNorm (per-sample statistics) and ReLU. The norm
+    layers are named ``norm*``, so FedBN keeps them at each centre (scanners differ)."""
+    from collections import OrderedDict
+
     def norm(c):
         return torch.nn.GroupNorm(math.gcd(4, c), c)
-    return torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 3, padding=1), norm(cout), torch.nn.ReLU(),
-                               torch.nn.Conv2d(cout, cout, 3, padding=1), norm(cout), torch.nn.ReLU())
+    return torch.nn.Sequential(OrderedDict([
+        ("conv1", torch.nn.Conv2d(cin, cout, 3, padding=1)), ("norm1", norm(cout)), ("relu1", torch.nn.ReLU()),
+        ("conv2", torch.nn.Conv2d(cout, cout, 3, padding=1)), ("norm2", norm(cout)), ("relu2", torch.nn.ReLU())]))
 
 
 class UNet2D(torch.nn.Module):
@@ -249,8 +253,6 @@ def _check_plan(plan: dict) -> None:
     # is the same for a U-Net, so the widest bounds are applied with the model list swapped
     # for the segmentation models: a sepsis model name is refused here, and vice versa there.
     problems = plan_problems(plan, PlanBounds(models=tuple(SEG_MODELS)))
-    if plan["local_layers"]:
-        problems.append("personal (local) layers are not offered for segmentation: every layer is shared")
     if problems:
         raise Refused("the plan is outside what this site allows: " + "; ".join(problems))
 
@@ -289,11 +291,13 @@ def segmentation_round(asset, weights: dict, plan: dict) -> dict:
     if train.sum() < MIN_TRAIN_CASES:
         raise ValueError(f"fewer than {MIN_TRAIN_CASES} training cases at this site: DP-SGD would be all noise")
     rounds_done, accountant = int(state.get("rounds_done", 0)), [tuple(h) for h in state.get("accountant", [])]
-    spent = float(state.get("epsilon", 0.0))
+    spent, local = float(state.get("epsilon", 0.0)), tuple(plan["local_layers"])
+    local_layers = dict(state.get("local_layers", {}))
     if rounds_done >= plan["rounds"]:
         raise Refused(f"study {plan['study']} planned {plan['rounds']} rounds and all have run here")
     model = build_segmentation_model(plan["model"], seed=plan["seed"])
     set_weights(model, weights)  # shapes and finiteness checked before anything is paid
+    set_weights(model, local_layers)  # FedBN: this centre's own norm layers, never sent
     round_no = wanted if wanted is not None else last + 1
     per_epoch, rate = schedule(plan["sample_rate"])
     projected = accountant + [(plan["noise_multiplier"], rate, plan["local_epochs"] * per_epoch)]
@@ -307,14 +311,14 @@ def segmentation_round(asset, weights: dict, plan: dict) -> dict:
                            sample_rate=plan["sample_rate"], lr=plan["lr"], noise_multiplier=plan["noise_multiplier"],
                            max_grad_norm=plan["max_grad_norm"], accountant=accountant, prox_mu=plan["prox_mu"],
                            anchor=anchor, seed=plan["seed"])
-    new = bounded_update(anchor, get_weights(model), plan.get("update_norm"))
+    new = bounded_update(anchor, get_weights(model), plan.get("update_norm"), local=local)
     accountant = [tuple(h) for h in run["accountant"]]
     if merged_history(accountant) != merged_history(projected):  # e.g. a step skipped: recompute
         epsilon_after = epsilon_spent(history_key(accountant), plan["delta"])
     finite = all(np.all(np.isfinite(v)) for v in new.values())
     reply = None if not finite else {
         "round": round_no,
-        "weights": new,
+        "weights": {k: v for k, v in new.items() if not is_local(k, local)},
         "num_samples": int(train.sum()),
         "epsilon": epsilon_after,
         "delta": plan["delta"],
@@ -328,7 +332,9 @@ def segmentation_round(asset, weights: dict, plan: dict) -> dict:
     }
     site.save(plan["study"], "state", {
         "rounds_done": rounds_done + 1, "last_round": round_no, "accountant": [list(h) for h in accountant],
-        "epsilon": epsilon_after, "reply": None if plan.get("secure_aggregation") else reply})
+        "epsilon": epsilon_after, "reply": None if plan.get("secure_aggregation") else reply,
+        "local_layers": ({k: v for k, v in new.items() if is_local(k, local)} if local and finite
+                         else local_layers)})
     if reply is None:  # paid and counted, but a model that diverged is never released
         raise Refused(f"round {round_no} diverged here (non-finite weights); nothing was released, the global "
                       "model is unchanged at this site")
@@ -397,6 +403,8 @@ def dp_segmentation_evaluate(asset, weights: dict, plan: dict) -> dict:
     weights, wanted, history, released = tagged_evaluation(site, plan, weights)
     if released is not None:
         return released  # the same release again: nothing computed, nothing paid
+    if plan["local_layers"]:  # FedBN: the centre's own norm layers
+        weights.update((site.load(plan["study"], "state") or {}).get("local_layers", {}))
     model = build_segmentation_model(plan["model"], seed=plan["seed"])
     set_weights(model, weights)  # shapes and finiteness checked before anything is paid
     secure = None

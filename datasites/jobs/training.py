@@ -32,7 +32,7 @@ from privacy.bounds import plan_problems
 
 from .cohort import check_frame, split_rows
 from .compliance import require_compliant
-from .models import build_model, get_weights, model_inputs, set_weights
+from .models import build_model, get_weights, is_local, model_inputs, set_weights
 from .receipt import receipt
 from .site import Refused, hospital
 
@@ -147,7 +147,7 @@ def bounded_update(start: dict, new: dict, bound: float | None, *, local: tuple 
     post-processing of the DP output, so it costs no epsilon."""
     if bound is None:
         return new
-    shared = [k for k in new if not (local and k.startswith(local))]
+    shared = [k for k in new if not is_local(k, local)]
     norm = float(np.sqrt(sum(np.sum((np.asarray(new[k], np.float64) - start[k]) ** 2) for k in shared)))
     if not np.isfinite(norm) or norm <= bound:
         return new  # a non-finite update is refused by the caller, never released
@@ -233,7 +233,7 @@ def train_round(cohort, weights: dict, plan: dict) -> dict:
     finite = all(np.all(np.isfinite(v)) for v in new.values())
     reply = None if not finite else {
         "round": round_no,
-        "weights": {k: v for k, v in new.items() if not (local and k.startswith(local))},
+        "weights": {k: v for k, v in new.items() if not is_local(k, local)},
         "num_samples": int(len(train)),
         "epsilon": epsilon_after,
         "delta": plan["delta"],
@@ -248,7 +248,7 @@ def train_round(cohort, weights: dict, plan: dict) -> dict:
     site.save(plan["study"], "state", {
         "rounds_done": rounds_done + 1, "last_round": round_no, "accountant": [list(h) for h in accountant],
         "epsilon": epsilon_after, "reply": None if plan.get("secure_aggregation") else reply,
-        "local_layers": ({k: v for k, v in new.items() if k.startswith(local)} if local and finite
+        "local_layers": ({k: v for k, v in new.items() if is_local(k, local)} if local and finite
                          else local_layers)})
     if reply is None:  # paid and counted, but a model that diverged is never released
         raise Refused(f"round {round_no} diverged here (non-finite weights); nothing was released, the global "
