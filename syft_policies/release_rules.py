@@ -11,13 +11,15 @@ An output is row-level data, and blocked, when it is or holds:
 - an array, list or dict with more than ``max_rows`` entries along one axis (model weights
   are smaller: the LSTM's largest matrix has 128 rows);
 - a string or bytes longer than ``max_text`` (an export: CSV, JSON, a pickle), unless the
-  bytes are a CKKS ciphertext of at most ``max_rows`` values (HE analytics; the key is
-  the custodian's, see ``he.custodian``);
+  bytes are a CKKS ciphertext of at most ``max_rows`` values returned by one of the site's
+  templates (HE analytics; the key is the custodian's, see ``he.custodian``): custom code
+  could encrypt under a key of its own;
 - an identifier-shaped string (UUID, SSN, Synthea M-id), as a value or as a key, or text
   that contains one;
-- more than 8,192 characters of text in all (values and keys together), or more than
-  65,536 numbers in all, however they are nested (rows split into many small lists are
-  still rows); for custom code, which the site cannot vouch for, 2,048 and 1,024;
+- more than 8,192 characters of text or bytes in all (values and keys together), or more
+  than 65,536 numbers in all (an integer counts once per 64 bits), however they are nested
+  (rows split into many small lists or byte strings are still rows); for custom code,
+  which the site cannot vouch for, 2,048 and 1,024;
 - an exact copy of private values: a run of ``min_run`` or more numbers equal to
   consecutive rows of an input column, or non-integer numbers most of which are exact
   values of a continuous input column (a list of "medians" that are really patients' values).
@@ -162,17 +164,23 @@ def _copies(value, frames, *, min_run: int, share: float) -> str | None:
     return None
 
 
-def _totals(value, depth: int = 0) -> tuple[int, int]:
-    """(characters of text, count of numbers) in ``value``, keys included."""
+def _totals(value, depth: int = 0, *, ciphertexts: bool = False) -> tuple[int, int]:
+    """(characters of text or bytes, count of numbers) in ``value``, keys included. A number
+    counts once per 64 bits (a Python int can hold a table); with ``ciphertexts`` (the site's
+    templates only) a CKKS ciphertext of at most 256 values counts as nothing."""
     if depth > 64:
         return MAX_TOTAL_TEXT + 1, 0
     if isinstance(value, str):
         return len(value), 0
+    if isinstance(value, (bytes, bytearray)):
+        return (0 if ciphertexts and len(value) > 512 and _small_ciphertext(bytes(value), 256) else len(value)), 0
     if isinstance(value, np.ndarray):
         if value.dtype.kind in "OUS":
-            return sum(_totals(v, depth + 1)[0] for v in value.ravel()), 0
+            return sum(_totals(v, depth + 1, ciphertexts=ciphertexts)[0] for v in value.ravel()), 0
         return 0, int(value.size)
-    if isinstance(value, (bool, int, float, np.number)):
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return 0, max(1, -(-abs(int(value)).bit_length() // 64))
+    if isinstance(value, (bool, float, np.number)):
         return 0, 1
     if isinstance(value, dict):
         items = [*value.keys(), *value.values()]
@@ -182,7 +190,7 @@ def _totals(value, depth: int = 0) -> tuple[int, int]:
         return 0, 0
     text = values = 0
     for item in items:
-        t, v = _totals(item, depth + 1)
+        t, v = _totals(item, depth + 1, ciphertexts=ciphertexts)
         text, values = text + t, values + v
     return text, values
 
@@ -208,8 +216,9 @@ def find_row_level_data(value: Any, *, max_rows: int = 256, max_text: int = 512,
         if shape is not None and len(shape) > 0 and max(shape) > max_rows:
             return f"{where} has {max(shape)} entries along one axis (more than {max_rows})"
         if isinstance(v, (str, bytes, bytearray)):
-            if isinstance(v, (bytes, bytearray)) and len(v) > max_text and _small_ciphertext(bytes(v), max_rows):
-                return None  # a CKKS ciphertext of at most max_rows values: only the key holder reads it
+            if isinstance(v, (bytes, bytearray)) and len(v) > max_text and not custom \
+                    and _small_ciphertext(bytes(v), max_rows):
+                return None  # a template's CKKS ciphertext of at most max_rows values: only the key holder reads it
             if len(v) > max_text:
                 return f"{where} is {len(v)} characters of text or bytes (an export; more than {max_text})"
             if isinstance(v, str) and IDENTIFIER_INSIDE.search(v):
@@ -239,7 +248,7 @@ def find_row_level_data(value: Any, *, max_rows: int = 256, max_text: int = 512,
 
     problem = walk(value, "")
     if problem is None:
-        text, values = _totals(value)
+        text, values = _totals(value, ciphertexts=not custom)
         kind = "custom code's " if custom else ""
         if text > total_text:
             problem = f"the output holds {text} characters of text in all ({kind}limit {total_text}): rows as text"

@@ -74,7 +74,18 @@ def _release(code) -> dict:
     return {"policy": name, "genuine": genuine, "settings": settings}
 
 
-def _info(request) -> RequestInfo:
+def _site_assets(client) -> set[str] | None:
+    """Every asset id of the site (with and without dashes), or None if it cannot be read."""
+    from .quiet import quiet
+
+    try:
+        with quiet():
+            return {v for d in client.datasets for a in d.asset_list for v in (str(a.action_id), a.action_id.no_dash)}
+    except Exception:  # noqa: BLE001 - unknown: every id binding is then taken as an upload
+        return set()
+
+
+def _info(request, assets: set[str] | None = None) -> RequestInfo:
     from .templates import input_kinds
 
     changes = [type(c).__name__ for c in (getattr(request, "changes", None) or [])]
@@ -107,7 +118,7 @@ def _info(request) -> RequestInfo:
         plan=plan,
         code_id=str(code.id.no_dash),
         release=_release(code),
-        inputs=input_kinds(code),
+        inputs=input_kinds(code, assets),
         extra_changes=extra,
     )
 
@@ -141,7 +152,8 @@ def list_requests(client, *, status: str | None = "pending") -> list[RequestInfo
     """Requests on this site, oldest first; ``status=None`` for all."""
     if status not in (None, "pending", "approved", "denied"):
         raise ReviewError(f"status must be pending, approved, denied or None, got {status!r}")
-    infos = sorted((_info(r) for r in _all(client)), key=lambda i: i.submitted)
+    assets = _site_assets(client)
+    infos = sorted((_info(r, assets) for r in _all(client)), key=lambda i: i.submitted)
     return [i for i in infos if status is None or i.status == status]
 
 
@@ -156,7 +168,7 @@ def _find(client, request_id: str):
 
 def get_request(client, request_id: str) -> RequestInfo:
     """One request by id (or a unique id prefix), with its code."""
-    return _info(_find(client, request_id))
+    return _info(_find(client, request_id), _site_assets(client))
 
 
 def _check_pending(request) -> None:
@@ -214,7 +226,7 @@ def approve_request(client, request_id: str, *, ledger=None, audit=None, governa
 
     request = _find(client, request_id)
     _check_pending(request)
-    info = _info(request)
+    info = _info(request, _site_assets(client))
     if info.extra_changes:
         raise ReviewError(f"request {info.id[:8]} carries more than its code ({', '.join(info.extra_changes)}): "
                           "deny it")
@@ -294,7 +306,7 @@ def deny_request(client, request_id: str, *, reason: str, audit=None) -> Request
         raise ReviewError("a denial needs a reason the researcher can act on")
     request = _find(client, request_id)
     _check_pending(request)
-    info = _info(request)
+    info = _info(request, _site_assets(client))
     _intent(audit, client, info, "deny")
     with quiet():
         result = request.deny(reason=reason.strip())

@@ -133,8 +133,19 @@ def match_template(source: str, inputs: dict[str, str] | None = None) -> Templat
     return template
 
 
-def input_kinds(code) -> dict[str, str]:
-    """How a Syft user code's parameters are bound: asset / constant / researcher (or other)."""
+def _bound_id(rule) -> set[str]:
+    """The object id a binding names, with and without dashes."""
+    value = getattr(rule, "val", None) if type(rule).__name__ == "Matches" else \
+        getattr(rule, "object_uid", None) if type(rule).__name__ == "LinkedObject" else rule
+    return {str(value), str(getattr(value, "no_dash", value))}
+
+
+def input_kinds(code, assets: set[str] | None = None) -> dict[str, str]:
+    """How a Syft user code's parameters are bound: asset / constant / researcher (or other).
+
+    With the site's asset ids (``assets``), an object bound by id that is not one of them is
+    an ``upload``: the researcher's own data, never what a template is approved to read (a
+    template run on an upload would advance a study's accountant without paying)."""
     kinds: dict[str, str] = {}
     for rules in (getattr(code, "input_policy_init_kwargs", None) or {}).values():
         if not isinstance(rules, dict):
@@ -142,7 +153,7 @@ def input_kinds(code) -> dict[str, str]:
         for name, rule in rules.items():
             kind = type(rule).__name__
             if kind in ("Matches", "UID", "LinkedObject"):
-                kinds[name] = "asset"
+                kinds[name] = "asset" if assets is None or _bound_id(rule) & set(assets) else "upload"
             elif kind == "Constant":
                 kinds[name] = "constant"
             elif isinstance(rule, type) or kind in ("UserOwned", "type"):

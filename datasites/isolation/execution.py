@@ -119,11 +119,17 @@ class Execution:
         self.request = str(requests[0].id.no_dash) if requests else ""
         self.code_id = str(code_item.id.no_dash)
         self.code_sha256 = hashlib.sha256(code_item.raw_code.encode()).hexdigest()
-        self.template = match_template(code_item.raw_code, input_kinds(code_item))
         assets = {}
         for dataset in context.server.services.dataset.stash.get_all(root).unwrap():
             for asset in dataset.asset_list:
                 assets[str(asset.action_id)] = dataset.name
+                assets[asset.action_id.no_dash] = dataset.name
+        # A template is the site's own code only on the site's own data: bound to an upload
+        # (or given one), it is custom code, untrusted, and cannot touch a study's accountant.
+        self.template = match_template(code_item.raw_code, input_kinds(code_item, set(assets)))
+        if self.template is not None and any(kind == "asset" and str(kwargs.get(name)) not in assets
+                                             for name, kind in dict(self.template.inputs).items()):
+            self.template = None
         self.datasets = tuple(dict.fromkeys(assets[str(v)] for v in kwargs.values() if str(v) in assets))
         self.attempt: int | None = None
         self.outcome, self.error_id, self.inputs_digest, self.output_digest = None, "", "", ""

@@ -112,6 +112,8 @@ class Mediator:
         if op == "debit":
             return self._debit(message.get("epsilon"), message.get("reference"), message.get("once") is True)
         if op in ("load", "save"):
+            if not self.datasets:  # a study's accountant moves only with a run on this site's own data
+                return self._refuse("a study's state is kept only for executions that read this site's data")
             study, name = str(message.get("study", "")), str(message.get("name", ""))
             try:
                 self.store.path(study, name)
