@@ -108,7 +108,7 @@ def demo(
                                                "epsilon."),
     patients: Optional[int] = typer.Option(None, help="sepsis: patients in the population (default 4000); "
                                                       "cross-border: oncology patients per hospital (default 600); "
-                                                      "imaging: cases per centre (default 200)."),
+                                                      "imaging: cases per centre (default 300, the specs')."),
     seed: int = typer.Option(7, help="Seed for the data generator and the study."),
     rounds: Optional[int] = typer.Option(None, min=1, help="Federated rounds (default 8; cross-border 4)."),
     servers: bool = typer.Option(False, "--servers", help="Run every hospital as its own HTTP server process."),
@@ -120,6 +120,9 @@ def demo(
                                                        "reached (backoff 2 s, 4 s, ...)."),
     fedbn: bool = typer.Option(False, "--fedbn", help="imaging: FedBN, each centre keeps its own normalisation "
                                                       "layers (its scanner's intensities) instead of FedAvg."),
+    warm_epochs: Optional[int] = typer.Option(None, min=0, max=1000,
+                                              help="imaging: epochs of training on the centres' public mocks "
+                                                   "before the DP studies (no epsilon; default 100, 0 for none)."),
 ):
     """Run a demo study end to end on simulated hospitals."""
     if scenario == "cross-border":
@@ -142,11 +145,12 @@ def demo(
         if patients is not None and not 80 <= patients <= 5000:
             raise typer.BadParameter("give 80 to 5000 cases per imaging centre", param_hint="--patients")
         summary = run_imaging(home, cases=patients, rounds=rounds or 4, seed=seed, strategy="fedbn" if fedbn else "fedavg",
-                              results=results or Path("results/imaging"), echo=typer.echo)
+                              results=results or Path("results/imaging"), echo=typer.echo, warm_epochs=warm_epochs)
         typer.echo(format_imaging(summary))
         return
-    if fedbn:
-        raise typer.BadParameter("FedBN is offered for the imaging scenario", param_hint="--fedbn")
+    if fedbn or warm_epochs is not None:
+        raise typer.BadParameter("--fedbn and --warm-epochs are for the imaging scenario",
+                                 param_hint="--fedbn" if fedbn else "--warm-epochs")
     if scenario != "sepsis":
         raise typer.BadParameter(f"unknown scenario {scenario!r}; choose sepsis, cross-border or imaging",
                                  param_hint="--scenario")

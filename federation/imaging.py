@@ -30,7 +30,7 @@ __all__ = ["run_imaging", "format_imaging", "IMAGING_EPSILONS", "IMAGING_SPECS"]
 IMAGING_SPECS = SPEC_DIR / "imaging"
 IMAGING_EPSILONS = (1.0, 3.0, 8.0)
 REGIONS = ("whole_tumour", "tumour_core", "enhancing_tumour")
-TRAINING = {"model": "unet2d", "dataset": "brain-mri", "asset": "axial_slices", "lr": 0.005, "sample_rate": 0.5,
+TRAINING = {"model": "unet2d", "dataset": "brain-mri", "asset": "axial_slices", "lr": 0.002, "sample_rate": 0.5,
             "max_grad_norm": 1.0, "local_epochs": 2}
 
 
@@ -50,14 +50,17 @@ def _plan(study: str, sites: list[str], *, epsilon: float, rounds: int, seed: in
 
 def run_imaging(home: Path, *, cases: int | None = None, rounds: int = 4, seed: int = 7,
                 epsilons=IMAGING_EPSILONS, results: Path = Path("results") / "imaging", echo=print,
-                progress: bool = True, strategy: str = "fedavg") -> dict:
+                progress: bool = True, strategy: str = "fedavg", warm_epochs: int | None = None) -> dict:
     """Run the three DP studies and the references; write ``results``; return the summary.
 
-    ``strategy="fedbn"`` keeps each centre's GroupNorm layers at the centre (FedBN): the
+    Round 1 starts from a warm start trained on the centres' public mocks (``warm_epochs``
+    epochs, default ``segmentation_refs.WARM_EPOCHS``; 0 for none), as are the non-private
+    references, so the comparison measures DP fine-tuning. ``strategy="fedbn"`` keeps each centre's GroupNorm layers at the centre (FedBN): the
     released model is then incomplete without them, so no mock figure is drawn from it."""
     if strategy not in ("fedavg", "fedbn"):
         raise ValueError(f"the imaging study runs fedavg or fedbn, not {strategy!r}")
-    from .segmentation_refs import centre_arrays, federated_reference, pooled_reference, score_weights, tuned
+    from .segmentation_refs import (centre_arrays, federated_reference, pooled_reference, score_weights, tuned,
+                                    warm_start)
     from .plots import plot_dice_vs_epsilon
 
     t0 = time.monotonic()
@@ -68,45 +71,53 @@ def run_imaging(home: Path, *, cases: int | None = None, rounds: int = 4, seed: 
         import dataclasses
 
         specs = [dataclasses.replace(s, imaging_cases=cases) for s in specs]
-    echo(f"[1/5] data owners: BraTS-layout brain MRI for {len(specs)} centres "
+    echo(f"[1/6] data owners: BraTS-layout brain MRI for {len(specs)} centres "
          f"({', '.join(f'{s.name} {s.imaging_cases} cases' for s in specs)})")
     ensure_site_data(specs, home, seed=seed)
-    echo(f"[2/5] starting {len(specs)} imaging datasites (in-process)")
+    echo(f"[2/6] starting {len(specs)} imaging datasites (in-process)")
     sites = {s.name: start_site(s, home) for s in specs}
     names = sorted(sites)
     dp, epsilon_spent = {}, {}
     try:
         clients = {n: sites[n].researcher() for n in names}
+        mocks = [_mock_of(clients[s.name], s) for s in specs]
+        echo(f"[3/6] researcher: a warm start on the centres' public mocks ({sum(len(m['images']) for m in mocks)} "
+             "cases, no epsilon)")
+        start = warm_start(mocks, TRAINING["model"], seed=seed,
+                           **({} if warm_epochs is None else {"epochs": warm_epochs}))
         for eps in epsilons:
             plan = _plan(f"brats-eps{eps:g}", names, epsilon=eps, rounds=rounds, seed=seed, strategy=strategy)
-            echo(f"[3/5] study {plan.study}: {'FedBN' if strategy == 'fedbn' else 'FedAvg'} + secure aggregation, "
+            echo(f"[4/6] study {plan.study}: {'FedBN' if strategy == 'fedbn' else 'FedAvg'} + secure aggregation, "
                  f"{rounds} rounds, epsilon {eps:g} per "
                  f"centre (noise_multiplier {plan.noise_multiplier:.2f})")
-            study = Study(plan, clients, directory=home / "studies" / plan.study, echo=echo, progress=progress)
+            study = Study(plan, clients, directory=home / "studies" / plan.study, echo=echo, progress=progress,
+                          weights=start)
             study.submit()
             for site in sites.values():
                 _officer_reviews(site, echo, purpose="brain-tumour segmentation from pre-operative MRI")
             result = study.run()
             dp[f"{eps:g}"] = {"result": result, "dice": result.evaluations}
             epsilon_spent[f"{eps:g}"] = result.total_epsilon
-        echo("[4/5] references with the data pooled (simulation by the data owners)")
+        echo("[5/6] references with the data pooled (simulation by the data owners)")
         arrays = centre_arrays(sites.values())
         reference_plan = _plan("reference", names, epsilon=max(epsilons), rounds=rounds, seed=seed)
-        pooled = score_weights(arrays, tuned(pooled_reference, arrays, reference_plan))
-        federated = score_weights(arrays, tuned(federated_reference, arrays, reference_plan))
+        pooled = score_weights(arrays, tuned(pooled_reference, arrays, reference_plan, start=start))
+        federated = score_weights(arrays, tuned(federated_reference, arrays, reference_plan, start=start))
+        mock_only = score_weights(arrays, start)
         budgets = {n: sites[n].ledger().remaining(specs[0].dataset_name) for n in names}
         audits = {n: sites[n].audit().verify() for n in names}
     finally:
         for site in sites.values():
             site.stop()
-    echo("[5/5] results")
+    echo("[6/6] results")
     federated_dp = {eps: _dice_of(entry["result"]) for eps, entry in dp.items()}
     wall = time.monotonic() - t0
     summary = {
         "dice": {"pooled_nonprivate": pooled["whole_tumour"], "federated_nonprivate": federated["whole_tumour"],
                  "federated_dp": {eps: d["whole_tumour"] for eps, d in federated_dp.items()},
+                 "warm_start_only": mock_only["whole_tumour"],
                  "regions": {"pooled_nonprivate": pooled, "federated_nonprivate": federated,
-                             "federated_dp": federated_dp}},
+                             "federated_dp": federated_dp, "warm_start_only": mock_only}},
         "epsilon": {"per_site": epsilon_spent},
         "rounds": rounds, "strategy": strategy, "wall_seconds": round(wall, 1), "cases": {s.name: s.imaging_cases for s in specs},
         "budget": budgets, "audit": {n: {"entries": v.entries, "verified": v.ok} for n, v in audits.items()},
@@ -114,7 +125,7 @@ def run_imaging(home: Path, *, cases: int | None = None, rounds: int = 4, seed: 
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
     best = dp[f"{max(epsilons):g}"]["result"]
-    plots = [plot_dice_vs_epsilon(federated_dp, federated, results / "dice_vs_epsilon.png")]
+    plots = [plot_dice_vs_epsilon(federated_dp, federated, results / "dice_vs_epsilon.png", warm_start=mock_only)]
     if strategy == "fedavg":
         plots.append(_mock_figure(home, specs, best, results / "mock_segmentations.png"))
     else:
@@ -146,6 +157,16 @@ def _mock_figure(home: Path, specs, result, path: Path, per_centre: int = 2) -> 
                               title=f"mock cases, DP model at epsilon {result.plan.total_epsilon:.1f} per centre")
 
 
+def _mock_of(client, spec) -> dict:
+    """A centre's published mock of the imaging asset, as the researcher downloads it."""
+    from datasites.imaging_asset import IMAGING_ASSET
+    from syft_policies.quiet import quiet
+
+    with quiet():
+        mock = client.datasets[spec.dataset_name].assets[IMAGING_ASSET].mock
+    return getattr(mock, "syft_action_data", mock)
+
+
 def _dice_of(result) -> dict[str, float]:
     """Region Dice of a study's last (secure-sum) evaluation."""
     from .tasks import TASKS
@@ -159,6 +180,7 @@ def format_imaging(summary: dict) -> str:
 
     def row(label, r):
         return f"  {label:<40}{r['whole_tumour']:.3f} / {r['tumour_core']:.3f} / {r['enhancing_tumour']:.3f}"
+    lines.append(row("warm start on the public mocks only", regions["warm_start_only"]))
     lines.append(row("pooled, no privacy", regions["pooled_nonprivate"]))
     lines.append(row("federated, no privacy", regions["federated_nonprivate"]))
     for eps, r in regions["federated_dp"].items():

@@ -95,9 +95,11 @@ def plot_sites(sites: dict[str, dict], path: Path) -> Path:
 _REGION_LABELS = {"whole_tumour": "whole tumour", "tumour_core": "tumour core", "enhancing_tumour": "enhancing tumour"}
 
 
-def plot_dice_vs_epsilon(federated_dp: dict[str, dict[str, float]], reference: dict[str, float], path: Path) -> Path:
+def plot_dice_vs_epsilon(federated_dp: dict[str, dict[str, float]], reference: dict[str, float], path: Path,
+                         *, warm_start: dict[str, float] | None = None) -> Path:
     """Dice per BraTS region against each centre's epsilon (``federated_dp[eps][region]``,
-    from the noised secure-sum evaluations), the non-private federated Dice dashed."""
+    from the noised secure-sum evaluations), the non-private federated Dice dashed and the
+    studies' starting point (the model trained on public mocks only) dotted."""
     plt, fig, ax = _figure()
     budgets = sorted(federated_dp, key=float)
     for region, colour in zip(_REGION_LABELS, ("tab:blue", "tab:orange", "tab:green")):
@@ -105,6 +107,9 @@ def plot_dice_vs_epsilon(federated_dp: dict[str, dict[str, float]], reference: d
                 c=colour, label=f"{_REGION_LABELS[region]}, federated DP")
         ax.axhline(reference[region], ls="--", c=colour, lw=1.2,
                    label=f"{_REGION_LABELS[region]}, federated without privacy ({reference[region]:.2f})")
+        if warm_start is not None:
+            ax.axhline(warm_start[region], ls=":", c=colour, lw=1.2,
+                       label=f"{_REGION_LABELS[region]}, public mocks only, the start ({warm_start[region]:.2f})")
     values = [v for d in federated_dp.values() for v in d.values()]  # noised means can leave [0, 1]
     low, high = min([0.0] + values), max([1.0] + values)
     ax.set(xlabel="epsilon per centre (training + evaluation)", ylabel="Dice (noised, both centres' test cases)",

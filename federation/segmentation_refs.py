@@ -23,9 +23,11 @@ from syft_policies.quiet import quiet
 from .plan import StudyPlan
 from .strategy import weighted_average
 
-__all__ = ["centre_arrays", "pooled_reference", "federated_reference", "score_weights", "tuned", "REGION_NAMES"]
+__all__ = ["centre_arrays", "pooled_reference", "federated_reference", "score_weights", "tuned", "warm_start",
+           "REGION_NAMES"]
 
 REGION_NAMES = ("whole_tumour", "tumour_core", "enhancing_tumour")
+WARM_EPOCHS = 100
 
 
 def centre_arrays(sites) -> dict[str, dict]:
@@ -41,24 +43,31 @@ def _train(arrays: dict) -> tuple[np.ndarray, np.ndarray]:
     return arrays["images"][~arrays["test"]], arrays["labels"][~arrays["test"]]
 
 
-def pooled_reference(centres: dict[str, dict], plan: StudyPlan) -> dict:
-    """One model on every centre's training cases, as many epochs as the study trains."""
-    parts = [_train(a) for a in centres.values()]
+def _model(plan: StudyPlan, start: dict | None):
     model = build_segmentation_model(plan.model, seed=plan.seed)
+    if start is not None:
+        set_weights(model, start)
+    return model
+
+
+def pooled_reference(centres: dict[str, dict], plan: StudyPlan, start: dict | None = None) -> dict:
+    """One model on every centre's training cases, as many epochs as the study trains, from
+    the study's ``start`` weights."""
+    parts = [_train(a) for a in centres.values()]
+    model = _model(plan, start)
     fit_segmentation(model, np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
                      epochs=plan.rounds * plan.local_epochs, sample_rate=plan.sample_rate / len(parts),
                      lr=plan.lr, seed=plan.seed)
     return get_weights(model)
 
 
-def federated_reference(centres: dict[str, dict], plan: StudyPlan) -> dict:
-    """FedAvg over the centres with the study's schedule, without noise or clipping."""
-    weights = get_weights(build_segmentation_model(plan.model, seed=plan.seed))
+def federated_reference(centres: dict[str, dict], plan: StudyPlan, start: dict | None = None) -> dict:
+    """FedAvg over the centres with the study's schedule and ``start``, without noise or clipping."""
+    weights = get_weights(_model(plan, start))
     for r in range(plan.rounds):
         updates = {}
         for name, arrays in centres.items():
-            model = build_segmentation_model(plan.model, seed=plan.seed)
-            set_weights(model, weights)
+            model = _model(plan, weights)
             images, labels = _train(arrays)
             fit_segmentation(model, images, labels, epochs=plan.local_epochs, sample_rate=plan.sample_rate,
                              lr=plan.lr, seed=plan.seed + r)
@@ -76,9 +85,10 @@ def score_weights(centres: dict[str, dict], weights: dict, model: str = "unet2d"
     return {name: float(dice[:, k].mean()) for k, name in enumerate(REGION_NAMES)}
 
 
-def tuned(reference, centres: dict[str, dict], plan: StudyPlan, *, validation: float = 0.15) -> dict:
-    """``reference(centres, plan)`` at the study's learning rate, a half and a quarter of it;
-    the weights that score best (whole-tumour Dice) on held-out training cases."""
+def tuned(reference, centres: dict[str, dict], plan: StudyPlan, *, validation: float = 0.15,
+          start: dict | None = None) -> dict:
+    """``reference(centres, plan, start)`` at the study's learning rate, a half and a quarter
+    of it; the weights that score best (whole-tumour Dice) on held-out training cases."""
     import dataclasses
 
     rng = np.random.default_rng(plan.seed)
@@ -92,8 +102,24 @@ def tuned(reference, centres: dict[str, dict], plan: StudyPlan, *, validation: f
         check_part[name] = {**arrays, "test": test}
     best, best_score = None, -1.0
     for lr in (plan.lr, plan.lr / 2, plan.lr / 4):
-        weights = reference(fit_part, dataclasses.replace(plan, lr=lr))
+        weights = reference(fit_part, dataclasses.replace(plan, lr=lr), start)
         score = score_weights(check_part, weights, plan.model, plan.seed)["whole_tumour"]
         if score > best_score:
             best, best_score = weights, score
     return best
+
+
+def warm_start(mocks: list[dict], model: str, *, seed: int, epochs: int = WARM_EPOCHS, lr: float = 0.005,
+               sample_rate: float = 0.1) -> dict:
+    """Weights trained, without noise, on the centres' published mocks: public data, so no
+    epsilon. The mocks are independent phantoms from the same generator as the private
+    scans (never derived from them), which is why DP fine-tuning from here needs few,
+    cheap steps; with a real mock that differs from the scans, expect less from it."""
+    net = build_segmentation_model(model, seed=seed)
+    if epochs <= 0:
+        return get_weights(net)
+    images = np.concatenate([m["images"] for m in mocks])
+    labels = np.concatenate([m["labels"] for m in mocks])
+    with quiet():
+        fit_segmentation(net, images, labels, epochs=epochs, sample_rate=sample_rate, lr=lr, seed=seed)
+    return get_weights(net)

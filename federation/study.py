@@ -116,7 +116,9 @@ class Study:
     """Run ``plan`` on ``clients`` (site name -> the researcher's logged-in Syft client)."""
 
     def __init__(self, plan: StudyPlan, clients: Mapping[str, object], *, directory: Path,
-                 echo=print, progress: bool = True):
+                 echo=print, progress: bool = True, weights: Mapping | None = None):
+        """``weights``: where round 1 starts (e.g. a model trained on the sites' public mocks,
+        which costs no epsilon); default the plan's model freshly initialised from its seed."""
         missing = [s for s in plan.sites if s not in clients]
         if missing:
             raise PlanError(f"no client for site(s) {missing}; log in to every site in plan.sites")
@@ -134,6 +136,11 @@ class Study:
         self.history: list[dict] = []
         self.task = task_of(plan.model)
         self.weights = self.task.initial_weights(plan.model, seed=plan.seed)
+        if weights is not None:
+            if set(weights) != set(self.weights) or any(np.shape(weights[k]) != np.shape(v)
+                                                        for k, v in self.weights.items()):
+                raise PlanError(f"the starting weights do not fit the plan's model {plan.model!r}")
+            self.weights = {k: np.asarray(weights[k], dtype=np.asarray(v).dtype) for k, v in self.weights.items()}
         self.round = 0
         self._assets: dict[str, object] = {}
         self._approvals_checked = False

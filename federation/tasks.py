@@ -91,14 +91,16 @@ class Segmentation(Task):
         return (medsyft_secure_train if secure else medsyft_segment_train), medsyft_segment_evaluate
 
     def regions(self, evaluations: list[dict]) -> dict[str, float]:
-        """Mean Dice per region over the sites' test cases, weighted by their noised counts."""
+        """Mean Dice per region over the sites' test cases, weighted by their noised counts,
+        clipped to [0, 1] (noise can push a mean outside; clipping is post-processing, free)."""
         done = [e for e in evaluations if e.get("dice") is not None]
         if not done:
             raise ValueError("no site returned a Dice evaluation")
         weights = np.array([max(float(e["cases"]), 0.0) for e in done])
         if weights.sum() <= 0:
             weights = np.ones(len(done))  # noise left no positive count: weigh the sites alike
-        return {self.region_names[r]: float(np.dot(weights, [e["dice"][r] for e in done]) / weights.sum())
+        return {self.region_names[r]: float(np.clip(np.dot(weights, [e["dice"][r] for e in done]) / weights.sum(),
+                                                    0.0, 1.0))
                 for r in self.regions_released}
 
     def score(self, evaluations):

@@ -21,7 +21,7 @@ def imaging_run(tmp_path_factory):
     home = tmp_path_factory.mktemp("imaging-home")
     results = home / "results"
     summary = run_imaging(home, cases=80, rounds=1, epsilons=(3.0, 8.0), results=results, echo=lambda *_: None,
-                          progress=False)
+                          progress=False, warm_epochs=3)
     return home, results, summary
 
 
@@ -33,6 +33,7 @@ def test_the_scenario_writes_its_summary_and_figures(imaging_run):
     # one short round learns little (test_segmentation shows the U-Net learns); here: real numbers
     assert 0 <= written["dice"]["federated_nonprivate"] <= 1 and 0 <= written["dice"]["pooled_nonprivate"] <= 1
     assert all(np.isfinite(v) for v in written["dice"]["federated_dp"].values())
+    assert 0 <= written["dice"]["warm_start_only"] <= 1  # the mocks-only model, the studies' round-1 start
     assert written["rounds"] == 1 and written["wall_seconds"] > 0
     for name in ("dice_vs_epsilon.png", "mock_segmentations.png"):
         assert (results / name).stat().st_size > 10_000
@@ -104,7 +105,7 @@ def test_fedbn_keeps_each_centres_norm_layers_and_still_releases_only_a_secure_s
 
     results = tmp_path / "results"
     summary = run_imaging(tmp_path, cases=80, rounds=1, epsilons=(8.0,), results=results, echo=lambda *_: None,
-                          progress=False, strategy="fedbn")
+                          progress=False, strategy="fedbn", warm_epochs=0)
     assert summary["strategy"] == "fedbn" and np.isfinite(summary["dice"]["federated_dp"]["8"])
     assert not (results / "mock_segmentations.png").exists() and (results / "dice_vs_epsilon.png").exists()
     ckpt = latest_checkpoint(tmp_path / "imaging" / "studies" / "brats-eps8")
@@ -115,3 +116,17 @@ def test_fedbn_keeps_each_centres_norm_layers_and_still_releases_only_a_secure_s
     assert set(ckpt.meta["history"][-1]["evaluations"]) == {SECURE_SUM}
     with pytest.raises(ValueError, match="fedavg or fedbn"):
         run_imaging(tmp_path, strategy="fedprox")
+
+
+def test_a_study_starts_from_given_weights_only_if_they_fit_its_model(tmp_path):
+    from datasites.jobs.models import get_weights
+    from datasites.jobs.segmentation import build_segmentation_model
+    from federation import PlanError, Study, StudyPlan
+
+    plan = StudyPlan(study="warm", sites=["a", "b"], model="unet2d", dataset="brain-mri", asset="axial_slices",
+                     rounds=1, epsilon=3.0, secure_aggregation=True)
+    start = {k: v + 1 for k, v in get_weights(build_segmentation_model("unet2d", seed=1)).items()}
+    study = Study(plan, {"a": None, "b": None}, directory=tmp_path / "ok", weights=start)
+    assert all(np.array_equal(study.weights[k], start[k]) for k in start)
+    with pytest.raises(PlanError, match="do not fit"):
+        Study(plan, {"a": None, "b": None}, directory=tmp_path / "bad", weights={"head.weight": np.zeros(3)})
