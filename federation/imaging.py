@@ -41,6 +41,20 @@ def evaluation_epsilon(epsilon: float) -> float:
     return float(min(max(0.25 * epsilon, 0.5), 2.0))
 
 
+def dice_noise_sd(epsilon: float, *, sites: int, cases: float, mean: float) -> float:
+    """Standard deviation the evaluation's own noise gives a released mean Dice: each site
+    adds Laplace noise of scale 4/epsilon to its Dice sum and to its case count (variance
+    2 b^2 each), and the mean is sum / count, so about b sqrt(2 sites (1 + mean^2)) / cases.
+    Computed from public values only (the plan and the released numbers)."""
+    b = 4.0 / epsilon
+    return float(b * np.sqrt(2 * sites * (1 + mean ** 2)) / max(cases, 1.0))
+
+
+def _cases_of(result) -> float:
+    """The released (noised) number of test cases behind a study's last evaluation."""
+    return float(sum(max(float(e.get("cases", 0)), 0.0) for e in result.evaluations.values()))
+
+
 def _plan(study: str, sites: list[str], *, epsilon: float, rounds: int, seed: int,
           strategy: str = "fedavg") -> StudyPlan:
     evaluation = evaluation_epsilon(epsilon)
@@ -111,13 +125,18 @@ def run_imaging(home: Path, *, cases: int | None = None, rounds: int = 4, seed: 
             site.stop()
     echo("[6/6] results")
     federated_dp = {eps: _dice_of(entry["result"]) for eps, entry in dp.items()}
+    noise_sd = {eps: {region: dice_noise_sd(evaluation_epsilon(float(eps)), sites=len(names),
+                                            cases=_cases_of(entry["result"]), mean=federated_dp[eps][region])
+                      for region in REGIONS} for eps, entry in dp.items()}
     wall = time.monotonic() - t0
     summary = {
         "dice": {"pooled_nonprivate": pooled["whole_tumour"], "federated_nonprivate": federated["whole_tumour"],
                  "federated_dp": {eps: d["whole_tumour"] for eps, d in federated_dp.items()},
                  "warm_start_only": mock_only["whole_tumour"],
+                 "federated_dp_noise_sd": {eps: sd["whole_tumour"] for eps, sd in noise_sd.items()},
                  "regions": {"pooled_nonprivate": pooled, "federated_nonprivate": federated,
-                             "federated_dp": federated_dp, "warm_start_only": mock_only}},
+                             "federated_dp": federated_dp, "warm_start_only": mock_only,
+                             "federated_dp_noise_sd": noise_sd}},
         "epsilon": {"per_site": epsilon_spent},
         "rounds": rounds, "strategy": strategy, "wall_seconds": round(wall, 1), "cases": {s.name: s.imaging_cases for s in specs},
         "budget": budgets, "audit": {n: {"entries": v.entries, "verified": v.ok} for n, v in audits.items()},
@@ -125,7 +144,8 @@ def run_imaging(home: Path, *, cases: int | None = None, rounds: int = 4, seed: 
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
     best = dp[f"{max(epsilons):g}"]["result"]
-    plots = [plot_dice_vs_epsilon(federated_dp, federated, results / "dice_vs_epsilon.png", warm_start=mock_only)]
+    plots = [plot_dice_vs_epsilon(federated_dp, federated, results / "dice_vs_epsilon.png", warm_start=mock_only,
+                                  noise_sd=noise_sd)]
     if strategy == "fedavg":
         plots.append(_mock_figure(home, specs, best, results / "mock_segmentations.png"))
     else:
@@ -178,13 +198,14 @@ def format_imaging(summary: dict) -> str:
     d, regions = summary["dice"], summary["dice"]["regions"]
     lines = ["", "Dice on both centres' test cases (whole tumour / tumour core / enhancing tumour)"]
 
-    def row(label, r):
-        return f"  {label:<40}{r['whole_tumour']:.3f} / {r['tumour_core']:.3f} / {r['enhancing_tumour']:.3f}"
+    def row(label, r, sd=None):
+        noise = "" if sd is None else f"   (evaluation noise: sd {sd['whole_tumour']:.3f} on each)"
+        return f"  {label:<40}{r['whole_tumour']:.3f} / {r['tumour_core']:.3f} / {r['enhancing_tumour']:.3f}{noise}"
     lines.append(row("warm start on the public mocks only", regions["warm_start_only"]))
     lines.append(row("pooled, no privacy", regions["pooled_nonprivate"]))
     lines.append(row("federated, no privacy", regions["federated_nonprivate"]))
     for eps, r in regions["federated_dp"].items():
-        lines.append(row(f"federated DP, epsilon {eps} per centre", r))
+        lines.append(row(f"federated DP, epsilon {eps} per centre", r, regions.get("federated_dp_noise_sd", {}).get(eps)))
     lines += ["", f"{summary['rounds']} rounds, {summary['wall_seconds']:.0f} s; budget left: "
               + ", ".join(f"{s} {v:.2f}" for s, v in summary["budget"].items())
               + "; audit logs " + ("verify" if all(a["verified"] for a in summary["audit"].values()) else "DO NOT verify"),

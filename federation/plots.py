@@ -96,15 +96,18 @@ _REGION_LABELS = {"whole_tumour": "whole tumour", "tumour_core": "tumour core", 
 
 
 def plot_dice_vs_epsilon(federated_dp: dict[str, dict[str, float]], reference: dict[str, float], path: Path,
-                         *, warm_start: dict[str, float] | None = None) -> Path:
+                         *, warm_start: dict[str, float] | None = None,
+                         noise_sd: dict[str, dict[str, float]] | None = None) -> Path:
     """Dice per BraTS region against each centre's epsilon (``federated_dp[eps][region]``,
     from the noised secure-sum evaluations), the non-private federated Dice dashed and the
     studies' starting point (the model trained on public mocks only) dotted."""
     plt, fig, ax = _figure()
     budgets = sorted(federated_dp, key=float)
     for region, colour in zip(_REGION_LABELS, ("tab:blue", "tab:orange", "tab:green")):
-        ax.plot([float(e) for e in budgets], [federated_dp[e][region] for e in budgets], marker="o", lw=2,
-                c=colour, label=f"{_REGION_LABELS[region]}, federated DP")
+        ax.errorbar([float(e) for e in budgets], [federated_dp[e][region] for e in budgets], marker="o", lw=2,
+                    yerr=[noise_sd[e][region] for e in budgets] if noise_sd else None, capsize=3,
+                    c=colour, label=f"{_REGION_LABELS[region]}, federated DP" + (" (bars: evaluation noise sd)"
+                                                                                  if noise_sd else ""))
         ax.axhline(reference[region], ls="--", c=colour, lw=1.2,
                    label=f"{_REGION_LABELS[region]}, federated without privacy ({reference[region]:.2f})")
         if warm_start is not None:

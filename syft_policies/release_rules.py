@@ -16,10 +16,11 @@ An output is row-level data, and blocked, when it is or holds:
   could encrypt under a key of its own;
 - an identifier-shaped string (UUID, SSN, Synthea M-id), as a value or as a key, or text
   that contains one;
-- more than 8,192 characters of text or bytes in all (values and keys together), or more
-  than 65,536 numbers in all (an integer counts once per 64 bits), however they are nested
-  (rows split into many small lists or byte strings are still rows); for custom code,
-  which the site cannot vouch for, 2,048 and 1,024;
+- more than 8,192 bytes of text (UTF-8) or bytes in all (values and keys together), or more
+  than 65,536 values in all, however they are nested (rows split into many small lists or
+  byte strings are still rows): an integer counts once per 64 bits, and every node once,
+  None and empty containers included (a shape of empty symbols is a code too); for
+  custom code, which the site cannot vouch for, 2,048 and 1,024;
 - an exact copy of private values: a run of ``min_run`` or more numbers equal to
   consecutive rows of an input column, or non-integer numbers most of which are exact
   values of a continuous input column (a list of "medians" that are really patients' values).
@@ -48,6 +49,7 @@ MAX_TOTAL_VALUES = 65536  # numbers in one output (the LSTM's weights are about 
 # an aggregate table, not a model, and nothing a clever encoding could fill with rows.
 CUSTOM_TOTAL_TEXT = 2048
 CUSTOM_TOTAL_VALUES = 1024
+WORK_LIMIT = 4 * MAX_TOTAL_VALUES  # counting stops here: what a release could never hold
 COUNT_KEYS = {"n", "count", "counts", "cases", "patients", "n_positive", "positives", "negatives"}
 
 _INPUTS: ContextVar[tuple] = ContextVar("medsyft_release_inputs", default=())
@@ -164,34 +166,49 @@ def _copies(value, frames, *, min_run: int, share: float) -> str | None:
     return None
 
 
-def _totals(value, depth: int = 0, *, ciphertexts: bool = False) -> tuple[int, int]:
-    """(characters of text or bytes, count of numbers) in ``value``, keys included. A number
-    counts once per 64 bits (a Python int can hold a table); with ``ciphertexts`` (the site's
-    templates only) a CKKS ciphertext of at most 256 values counts as nothing."""
-    if depth > 64:
-        return MAX_TOTAL_TEXT + 1, 0
-    if isinstance(value, str):
-        return len(value), 0
-    if isinstance(value, (bytes, bytearray)):
-        return (0 if ciphertexts and len(value) > 512 and _small_ciphertext(bytes(value), 256) else len(value)), 0
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind in "OUS":
-            return sum(_totals(v, depth + 1, ciphertexts=ciphertexts)[0] for v in value.ravel()), 0
-        return 0, int(value.size)
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return 0, max(1, -(-abs(int(value)).bit_length() // 64))
-    if isinstance(value, (bool, float, np.number)):
-        return 0, 1
-    if isinstance(value, dict):
-        items = [*value.keys(), *value.values()]
-    elif isinstance(value, (list, tuple, set)):
-        items = list(value)
-    else:
-        return 0, 0
+class _Over(Exception):
+    """An output over a limit: counting stops there."""
+
+
+def _totals(value, *, ciphertexts: bool = False, text_limit: int | None = None,
+            value_limit: int | None = None) -> tuple[int, int]:
+    """(bytes of text, count of values) in ``value``, keys included, counted by what each
+    can carry: text by its UTF-8 bytes, a number once per 64 bits (a Python int can hold a
+    table), and every node once, None and empty containers included (their mere shape
+    is a code: four empty symbols carry two bits). With ``ciphertexts`` (the site's
+    templates only) a CKKS ciphertext of at most 256 values counts as nothing. Counting
+    stops as soon as a limit is passed, so a huge output costs no more than the limit."""
     text = values = 0
-    for item in items:
-        t, v = _totals(item, depth + 1, ciphertexts=ciphertexts)
-        text, values = text + t, values + v
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > 64:
+            raise _Over("values nested more than 64 levels deep")
+        if isinstance(v, str):
+            text += max(1, len(v.encode("utf-8", "surrogatepass")))
+        elif isinstance(v, (bytes, bytearray)):
+            exempt = ciphertexts and len(v) > 512 and _small_ciphertext(bytes(v), 256)
+            text += 0 if exempt else max(1, len(v))
+        elif isinstance(v, np.ndarray):
+            if v.dtype.kind in "OUS":
+                values += 1
+                stack.extend((item, depth + 1) for item in v.ravel())
+            else:
+                values += max(1, int(v.size))
+        elif isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+            values += max(1, -(-abs(int(v)).bit_length() // 64))
+        elif isinstance(v, dict):
+            values += 1
+            stack.extend((item, depth + 1) for pair in v.items() for item in pair)
+        elif isinstance(v, (list, tuple, set, frozenset)):
+            values += 1
+            stack.extend((item, depth + 1) for item in v)
+        else:  # None, bool, float, other scalars and markers: one value each
+            values += 1
+        if text_limit is not None and text > text_limit:
+            raise _Over(f"more than {text_limit} characters of text or bytes in all")
+        if value_limit is not None and values > value_limit:
+            raise _Over(f"more than {value_limit} values in all, structure included")
     return text, values
 
 
@@ -246,14 +263,18 @@ def find_row_level_data(value: Any, *, max_rows: int = 256, max_text: int = 512,
                     return problem
         return None
 
+    kind = "custom code's " if custom else ""
+    try:  # sizes first, stopping early: a huge output is refused without walking all of it
+        text, values = _totals(value, ciphertexts=not custom, text_limit=WORK_LIMIT, value_limit=WORK_LIMIT)
+    except _Over as over:
+        return f"the output holds {over}"
     problem = walk(value, "")
     if problem is None:
-        text, values = _totals(value, ciphertexts=not custom)
-        kind = "custom code's " if custom else ""
         if text > total_text:
-            problem = f"the output holds {text} characters of text in all ({kind}limit {total_text}): rows as text"
+            problem = (f"the output holds {text} characters of text in all, counted in UTF-8 bytes "
+                       f"({kind}limit {total_text}): rows as text")
         elif values > total_values:
-            problem = f"the output holds {values} numbers in all ({kind}limit {total_values})"
+            problem = f"the output holds {values} numbers in all, structure included ({kind}limit {total_values})"
     if problem is None and frames:
         problem = _copies(value, frames, min_run=min_run, share=share)
         if problem:

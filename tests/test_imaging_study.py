@@ -130,3 +130,17 @@ def test_a_study_starts_from_given_weights_only_if_they_fit_its_model(tmp_path):
     assert all(np.array_equal(study.weights[k], start[k]) for k in start)
     with pytest.raises(PlanError, match="do not fit"):
         Study(plan, {"a": None, "b": None}, directory=tmp_path / "bad", weights={"head.weight": np.zeros(3)})
+
+
+def test_the_stated_evaluation_noise_matches_a_simulation():
+    """The sd printed next to each DP Dice is what Laplace noise of scale 4/epsilon on each
+    site's sum and count does to sum / count (simulated here with numpy's Laplace)."""
+    from federation.imaging import dice_noise_sd
+
+    rng = np.random.default_rng(0)
+    for epsilon, cases, mean in ((2.0, 150, 0.95), (0.5, 150, 0.6), (0.75, 400, 0.3)):
+        b = 4 / epsilon
+        sums = cases * mean + rng.laplace(0, b, (200_000, 2)).sum(axis=1)
+        counts = cases + rng.laplace(0, b, (200_000, 2)).sum(axis=1)
+        simulated = np.std(sums / counts)
+        assert dice_noise_sd(epsilon, sites=2, cases=cases, mean=mean) == pytest.approx(simulated, rel=0.15)

@@ -52,4 +52,33 @@ def test_custom_code_gets_no_ciphertext_exemption():
     ciphertexts = [ts.ckks_vector(mine, rows[i:i + 256].tolist()).serialize() for i in (0, 256)]
     assert find_row_level_data(ciphertexts, custom=False) is None  # a template's HE contribution
     why = find_row_level_data(ciphertexts, custom=True)
-    assert why is not None and "characters of text or bytes" in why
+    assert why is not None and "characters of text or bytes" in why, why
+
+
+def table_as_empty_symbols(patients):
+    """Round 4: the compressed table as a shape of empty things (None, [], (), {}: two bits
+    each), in lists of 256, so no value, text or byte is counted at all."""
+    import pickle
+    import zlib
+    blob = zlib.compress(pickle.dumps(patients.head(40)))
+    symbols = (None, [], (), {})
+    stream = [symbols[(byte >> shift) & 3] for byte in blob for shift in (6, 4, 2, 0)]
+    chunks = [stream[i:i + 256] for i in range(0, len(stream), 256)]
+    return [chunks[i:i + 256] for i in range(0, len(chunks), 256)]
+
+
+def test_the_shape_of_an_output_is_counted_too(attacker):
+    outcome, message = attacker.attack(table_as_empty_symbols)
+    assert outcome == "refused" and "release policy" in message and "structure included" in message, message
+
+
+def test_text_is_counted_by_what_it_carries_and_huge_outputs_stop_early():
+    import time
+
+    from syft_policies.release_rules import find_row_level_data
+
+    assert "UTF-8" in find_row_level_data(["\U00010000" * 300] * 2, custom=True)  # 600 characters, 2,400 bytes
+    assert find_row_level_data(["é" * 500] * 2, custom=True) is None  # 2,000 bytes
+    started = time.perf_counter()
+    assert "more than" in find_row_level_data([[[None] * 256] * 256] * 256, custom=True)
+    assert time.perf_counter() - started < 5  # generous: the count stops at its limit, not after 16.7 M nodes
