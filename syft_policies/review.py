@@ -74,18 +74,20 @@ def _release(code) -> dict:
     return {"policy": name, "genuine": genuine, "settings": settings}
 
 
-def _site_assets(client) -> set[str] | None:
-    """Every asset id of the site (with and without dashes), or None if it cannot be read."""
+def _site_assets(client) -> dict[str, str]:
+    """``{asset id (with and without dashes): its dataset's name}`` for the whole site, read
+    once per decision; empty if it cannot be read (every id binding is then an upload)."""
     from .quiet import quiet
 
     try:
         with quiet():
-            return {v for d in client.datasets for a in d.asset_list for v in (str(a.action_id), a.action_id.no_dash)}
-    except Exception:  # noqa: BLE001 - unknown: every id binding is then taken as an upload
-        return set()
+            return {v: d.name for d in client.datasets for a in d.asset_list
+                    for v in (str(a.action_id), a.action_id.no_dash)}
+    except Exception:  # noqa: BLE001
+        return {}
 
 
-def _info(request, assets: set[str] | None = None) -> RequestInfo:
+def _info(request, assets=None) -> RequestInfo:
     from .templates import input_kinds
 
     changes = [type(c).__name__ for c in (getattr(request, "changes", None) or [])]
@@ -123,22 +125,15 @@ def _info(request, assets: set[str] | None = None) -> RequestInfo:
     )
 
 
-def _datasets_read(client, request) -> list[str]:
+def _datasets_read(request, assets: dict[str, str]) -> list[str]:
     """Names of the site's datasets whose assets the request's code is bound to."""
-    from .quiet import quiet
-
-    try:
-        bound = set()
-        for rules in (request.code.input_policy_init_kwargs or {}).values():
-            for rule in (rules.values() if isinstance(rules, dict) else ()):
-                for value in (rule, getattr(rule, "val", None), getattr(rule, "id", None)):
-                    if value is not None and not isinstance(value, (dict, list)):
-                        bound |= {str(value), str(getattr(value, "no_dash", value))}
-        with quiet():
-            return [d.name for d in client.datasets
-                    if any({str(a.action_id), a.action_id.no_dash} & bound for a in d.asset_list)]
-    except Exception:  # noqa: BLE001 - unreadable: fall back to the plan's own name, as before
-        return []
+    bound = set()
+    for rules in (getattr(request.code, "input_policy_init_kwargs", None) or {}).values():
+        for rule in (rules.values() if isinstance(rules, dict) else ()):
+            for value in (rule, getattr(rule, "val", None), getattr(rule, "id", None)):
+                if value is not None and not isinstance(value, (dict, list)):
+                    bound |= {str(value), str(getattr(value, "no_dash", value))}
+    return list(dict.fromkeys(assets[v] for v in sorted(bound) if v in assets))
 
 
 def _all(client) -> list:
@@ -226,7 +221,8 @@ def approve_request(client, request_id: str, *, ledger=None, audit=None, governa
 
     request = _find(client, request_id)
     _check_pending(request)
-    info = _info(request, _site_assets(client))
+    assets = _site_assets(client)
+    info = _info(request, assets)
     if info.extra_changes:
         raise ReviewError(f"request {info.id[:8]} carries more than its code ({', '.join(info.extra_changes)}): "
                           "deny it")
@@ -251,7 +247,7 @@ def approve_request(client, request_id: str, *, ledger=None, audit=None, governa
             raise ReviewError("the request's study plan has incomplete DP parameters; deny it with a reason")
         cost = max(cost, report.study_epsilon or 0.0)  # a study's requests share one budget: all of it must fit
         try:  # the datasets the request reads (its assets), never a name the researcher wrote
-            for dataset in _datasets_read(client, request) or [(info.plan or {}).get("dataset", "")]:
+            for dataset in _datasets_read(request, assets) or [(info.plan or {}).get("dataset", "")]:
                 ledger.check(dataset, cost, researcher=info.researcher or "*")
         except BudgetExceeded as exc:
             raise ReviewError(f"cannot approve {info.function}: {exc}") from exc
