@@ -114,10 +114,12 @@ def plot_dice_vs_epsilon(federated_dp: dict[str, dict[str, float]], reference: d
             ax.axhline(warm_start[region], ls=":", c=colour, lw=1.2,
                        label=f"{_REGION_LABELS[region]}, public mocks only, the start ({warm_start[region]:.2f})")
     values = [v for d in federated_dp.values() for v in d.values()]  # noised means can leave [0, 1]
-    low, high = min([0.0] + values), max([1.0] + values)
+    lowest = [v - (noise_sd[e][r] if noise_sd else 0.0) for e, d in federated_dp.items() for r, v in d.items()]
+    lowest += list(reference.values()) + list((warm_start or {}).values())
+    low, high = max(0.0, min(lowest) - 0.05), max([1.0] + values)
     ax.set(xlabel="epsilon per centre (training + evaluation)", ylabel="Dice (noised, both centres' test cases)",
            title="Brain-tumour segmentation: Dice against epsilon",
-           ylim=(low - 0.05 if low < 0 else 0, high + 0.05 if high > 1 else 1))
+           ylim=(min(low, 0.9), high + 0.02))
     ax.set_xticks([float(e) for e in budgets])
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
