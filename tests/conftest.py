@@ -53,3 +53,20 @@ def network(tmp_path_factory, network_home, specs):
     yield home, sites
     for site in sites.values():
         site.stop()
+
+
+@pytest.fixture
+def run_notebook(monkeypatch):
+    """Execute a notebook top to bottom in fast mode; fail on any error output."""
+    def run(path):
+        import nbformat
+        from nbclient import NotebookClient
+
+        monkeypatch.setenv("MEDSYFT_FAST", "1")
+        monkeypatch.setenv("MPLBACKEND", "Agg")
+        book = nbformat.read(path, as_version=4)
+        NotebookClient(book, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        errors = [o for c in book.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        assert not errors, f"{path.name}: {errors[0].get('ename')}: {errors[0].get('evalue')}" if errors else ""
+    return run

@@ -104,7 +104,7 @@ def test_fedbn_keeps_each_centres_norm_layers_and_still_releases_only_a_secure_s
     from federation.checkpoint import latest_checkpoint
 
     results = tmp_path / "results"
-    summary = run_imaging(tmp_path, cases=80, rounds=1, epsilons=(8.0,), results=results, echo=lambda *_: None,
+    summary = run_imaging(tmp_path, cases=40, rounds=1, epsilons=(8.0,), results=results, echo=lambda *_: None,
                           progress=False, strategy="fedbn", warm_epochs=0)
     assert summary["strategy"] == "fedbn" and np.isfinite(summary["dice"]["federated_dp"]["8"])
     assert not (results / "mock_segmentations.png").exists() and (results / "dice_vs_epsilon.png").exists()

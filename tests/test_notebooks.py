@@ -1,4 +1,5 @@
-"""Every notebook runs top to bottom (fast mode) and its closing asserts hold."""
+"""Every role notebook runs top to bottom (fast mode) and its closing asserts hold; every
+notebook is numbered, grouped by role and stripped."""
 
 from __future__ import annotations
 
@@ -26,15 +27,9 @@ def test_notebooks_are_numbered_grouped_and_stripped():
             assert submitted, f"{path}: {name} is a helper; import it from a package instead of defining it in a cell"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[f"{p.parent.name}/{p.stem}" for p in NOTEBOOKS])
-def test_notebook_runs(path, tmp_path, monkeypatch):
-    import nbformat
-    from nbclient import NotebookClient
+ROLES = [p for p in NOTEBOOKS if p.parent.name != "labs"]  # the labs run in test_labs.py (another worker)
 
-    monkeypatch.setenv("MEDSYFT_FAST", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    book = nbformat.read(path, as_version=4)
-    NotebookClient(book, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
-    errors = [o for c in book.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors
+
+@pytest.mark.parametrize("path", ROLES, ids=[f"{p.parent.name}/{p.stem}" for p in ROLES])
+def test_notebook_runs(path, run_notebook):
+    run_notebook(path)
