@@ -32,6 +32,7 @@ Counts are suppressed: a value under a count-like key (``n``, ``count`` ...) bel
 
 from __future__ import annotations
 
+import functools
 import re
 from contextvars import ContextVar
 from typing import Any
@@ -171,12 +172,13 @@ class _Over(Exception):
 
 
 def _totals(value, *, ciphertexts: bool = False, text_limit: int | None = None,
-            value_limit: int | None = None) -> tuple[int, int]:
+            value_limit: int | None = None, max_text: int = 512, max_rows: int = 256) -> tuple[int, int]:
     """(bytes of text, count of values) in ``value``, keys included, counted by what each
     can carry: text by its UTF-8 bytes, a number once per 64 bits (a Python int can hold a
     table), and every node once, None and empty containers included (their mere shape
     is a code: four empty symbols carry two bits). With ``ciphertexts`` (the site's
-    templates only) a CKKS ciphertext of at most 256 values counts as nothing. Counting
+    templates only) a CKKS ciphertext of at most ``max_rows`` values (the walk's exemption)
+    counts as nothing. Counting
     stops as soon as a limit is passed, so a huge output costs no more than the limit."""
     text = values = 0
     stack = [(value, 0)]
@@ -187,7 +189,7 @@ def _totals(value, *, ciphertexts: bool = False, text_limit: int | None = None,
         if isinstance(v, str):
             text += max(1, len(v.encode("utf-8", "surrogatepass")))
         elif isinstance(v, (bytes, bytearray)):
-            exempt = ciphertexts and len(v) > 512 and _small_ciphertext(bytes(v), 256)
+            exempt = ciphertexts and len(v) > max_text and _small_ciphertext(bytes(v), max_rows)
             text += 0 if exempt else max(1, len(v))
         elif isinstance(v, np.ndarray):
             if v.dtype.kind in "OUS":
@@ -265,7 +267,8 @@ def find_row_level_data(value: Any, *, max_rows: int = 256, max_text: int = 512,
 
     kind = "custom code's " if custom else ""
     try:  # sizes first, stopping early: a huge output is refused without walking all of it
-        text, values = _totals(value, ciphertexts=not custom, text_limit=WORK_LIMIT, value_limit=WORK_LIMIT)
+        text, values = _totals(value, ciphertexts=not custom, text_limit=WORK_LIMIT, value_limit=WORK_LIMIT,
+                               max_text=max_text, max_rows=max_rows)
     except _Over as over:
         return f"the output holds {over}"
     problem = walk(value, "")
@@ -282,6 +285,7 @@ def find_row_level_data(value: Any, *, max_rows: int = 256, max_text: int = 512,
     return problem
 
 
+@functools.lru_cache(maxsize=256)  # the size count and the walk both ask about the same blobs
 def _small_ciphertext(blob: bytes, max_rows: int) -> bool:
     """True for a TenSEAL CKKS vector (medsyft's HE parameters) holding at most ``max_rows`` values."""
     try:
