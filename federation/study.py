@@ -249,33 +249,59 @@ class Study:
                     return submit_request(self.clients[site], self._syft_function(site, body, name, limit))
             self._reachable(site, send)
 
+    def _decisions(self) -> dict[str, list[RequestStatus]]:
+        """Per site, the status of its train and evaluate requests."""
+        return {site: [self._reachable(site, lambda f=f: request_status(self.clients[site], f))
+                       for f in (self.train_function, self.evaluate_function)] for site in self.plan.sites}
+
     def approvals(self) -> dict[str, RequestStatus]:
         """Per site: approved only when both requests are; denied (with the reason) if either is."""
-        out = {}
-        for site in self.plan.sites:
-            states = [self._reachable(site, lambda f=f: request_status(self.clients[site], f))
-                      for f in (self.train_function, self.evaluate_function)]
-            denied = [s for s in states if s.status == "denied"]
-            if denied:
-                out[site] = RequestStatus(site, self.train_function, "denied", denied[0].reason)
-            elif all(s.status == "approved" for s in states):
-                out[site] = RequestStatus(site, self.train_function, "approved")
-            else:
-                out[site] = RequestStatus(site, self.train_function, "pending")
-        return out
+        return {site: _combined(site, self.train_function, states) for site, states in self._decisions().items()}
+
+    def request_ids(self) -> dict[str, dict[str, str]]:
+        """Per site, ``{function: request id}`` of this study's latest requests there: what the
+        researcher sends to that hospital's compliance officer (``medsyft review show <id>``)."""
+        def ids(site):
+            with quiet():
+                mine = [r for r in self.clients[site].requests
+                        if r.code.service_func_name in (self.train_function, self.evaluate_function)]
+            latest = {}
+            for r in sorted(mine, key=lambda r: str(r.request_time)):
+                latest[r.code.service_func_name] = str(r.id.no_dash)
+            return {f: latest[f] for f in (self.train_function, self.evaluate_function) if f in latest}
+        return {site: self._reachable(site, lambda site=site: ids(site)) for site in self.plan.sites}
 
     def wait_for_approvals(self, *, timeout: float = 3600, poll: float = 2.0) -> list[str]:
         """Block until every site has decided; returns the sites that will take part.
 
-        A denial stops the study unless ``plan.min_sites`` allows running without that site.
+        While a decision is pending it first prints, per site, the request ids to send to that
+        hospital's compliance officer, then one status line (rewritten in place on a terminal;
+        in a notebook or a log, a new line only when a decision arrives) until every site has
+        decided or ``timeout`` seconds have passed; then each site's decision. A denial stops
+        the study unless ``plan.min_sites`` allows running without that site.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.approvals()
-            pending = [s for s, st in status.items() if st.status == "pending"]
-            if not pending or time.monotonic() > deadline:
-                break
-            time.sleep(poll)
+        started = time.monotonic()
+        deadline = started + timeout
+        decisions = self._decisions()
+        waiting = any(_combined(site, "", st).status == "pending" for site, st in decisions.items())
+        if waiting:  # nothing to send when every site has already decided (e.g. a resumed study)
+            self.echo("Requests to send to each hospital's compliance officer (medsyft review show ID --site SITE):")
+            for site, ids in self.request_ids().items():
+                for function, rid in ids.items():
+                    self.echo(f"  {site:<16} {rid[:8]}  {function:<28} {rid}")
+        line = _StatusLine(self.echo)
+        try:
+            while True:
+                status = {site: _combined(site, self.train_function, st) for site, st in decisions.items()}
+                pending = [s for s, st in status.items() if st.status == "pending"]
+                if waiting:
+                    line.show(_status_words(decisions), time.monotonic() - started)
+                if not pending or time.monotonic() > deadline:
+                    break
+                time.sleep(poll)
+                decisions = self._decisions()
+        finally:
+            line.close()
         for site, st in status.items():
             word = {"approved": "approved", "denied": "DENIED", "pending": "still pending"}[st.status]
             self.echo(f"  {site:<16} {word}" + (f": {st.reason}" if st.reason else ""))
@@ -636,6 +662,54 @@ class Study:
         save_checkpoint(self.directory, round_no, self.weights,
                         {"sites": self.participants, "denied": self.denied, "history": self.history,
                          "epsilon": self.history[-1]["epsilon"], "auroc": self.history[-1]["auroc"]})
+
+
+def _combined(site: str, function: str, states: list[RequestStatus]) -> RequestStatus:
+    denied = [s for s in states if s.status == "denied"]
+    if denied:
+        return RequestStatus(site, function, "denied", denied[0].reason)
+    if all(s.status == "approved" for s in states):
+        return RequestStatus(site, function, "approved")
+    return RequestStatus(site, function, "pending")
+
+
+def _status_words(decisions: dict[str, list[RequestStatus]]) -> str:
+    """``site approved | site pending (1/2 approved) | site DENIED``: one line for every site."""
+    words = []
+    for site, states in decisions.items():
+        combined = _combined(site, "", states).status
+        done = sum(s.status == "approved" for s in states)
+        word = {"approved": "approved", "denied": "DENIED"}.get(combined, f"pending ({done}/{len(states)} approved)")
+        words.append(f"{site} {word}")
+    return " | ".join(words)
+
+
+class _StatusLine:
+    """The live status of the approvals: rewritten in place (carriage return) when the
+    researcher's stdout is a terminal and the study prints there; otherwise a new line
+    only when a decision changes it, so a notebook or a log gets no line per poll."""
+
+    def __init__(self, echo):
+        self.echo = echo
+        self.live = echo is print and getattr(sys.stdout, "isatty", lambda: False)()
+        self.shown, self.width = None, 0
+
+    def show(self, words: str, elapsed: float) -> None:
+        minutes, seconds = divmod(int(elapsed), 60)
+        line = f"  waiting {minutes}m{seconds:02d}s: {words}"
+        if self.live:
+            sys.stdout.write("\r" + line + " " * max(0, self.width - len(line)))
+            sys.stdout.flush()
+            self.width = len(line)
+        elif words != self.shown:
+            self.echo(line)
+        self.shown = words
+
+    def close(self) -> None:
+        if self.live and self.width:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            self.width = 0
 
 
 def _score(task, evaluations: list[dict]) -> float | None:
