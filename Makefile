@@ -13,7 +13,7 @@ ARGS    ?=
 help:
 	@echo "make demo   - three simulated hospitals, the approval loop, a summary"
 	@echo "make test   - the whole test suite (notebooks included)"
-	@echo "make lab    - JupyterLab on notebooks/ (numbered, by role)"
+	@echo "make lab    - JupyterLab on notebooks/ (numbered, by role); PORT=N for another port"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -49,10 +49,18 @@ WORKERS ?= 2
 test: system $(STAMP)
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile $(ARGS)
 
-lab: $(STAMP)
+# `make lab PORT=8899` or `make lab ARGS="--port 8899"` (jupyter's own --port=N works too); any
+# other ARGS go to `jupyter lab` as they are. JupyterLab (the `lab` extra) is installed once.
+LAB_STAMP := $(VENV)/.lab-installed
+PORT      ?=
+
+$(LAB_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,lab]"
+	touch $(LAB_STAMP)
+
+lab: $(LAB_STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser --LabApp.extension_manager=readonly \
-		$(if $(filter 0,$(shell id -u)),--allow-root,)
+		$(if $(filter 0,$(shell id -u)),--allow-root,) $(if $(PORT),--port=$(PORT),) $(subst --port ,--port=,$(ARGS))
 
 clean-home:
 	rm -rf .medsyft
