@@ -23,16 +23,22 @@ $(STAMP): $(BIN)/python constraints.txt pyproject.toml
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
-# Isolation needs Debian's bubblewrap (and libseccomp2, part of a base system).
+# Isolation needs Debian's bubblewrap (and libseccomp2, part of a base system); the
+# compliance console's screenshots, browser tests and the report's PDF need Debian's
+# chromium and chromium-driver (driven locally, nothing downloaded).
 system:
-	@if ! command -v bwrap >/dev/null 2>&1; then \
+	@missing=""; \
+	command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			echo "installing bubblewrap (isolated execution of researcher code)"; \
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null || \
-			{ apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; }; \
+			echo "installing$$missing (sandboxes for researcher code; headless browser for the console and reports)"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || \
+			{ apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }; \
 		else \
-			echo "medsyft runs researcher code only in bubblewrap sandboxes; install it with:"; \
-			echo "    sudo apt-get install -y bubblewrap"; \
+			echo "medsyft needs Debian packages that are missing here; install them with:"; \
+			echo "    sudo apt-get install -y$$missing"; \
 			exit 1; \
 		fi; \
 	fi

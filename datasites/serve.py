@@ -100,16 +100,33 @@ def serve(spec, site_dir: Path, sock: socket.socket, started: float) -> None:
     router.include_router(make_routes(worker=server))
     app.include_router(router, prefix="/api/v2")
     port = sock.getsockname()[1]
+    console = _console(spec, site_dir, server)
 
     class Server(uvicorn.Server):
         async def startup(self, sockets=None):
             await super().startup(sockets=sockets)
             if not self.should_exit:
-                write_server_info(site_dir, port, "serving", started)
-                print(f"{spec.name}: serving on http://{LOOPBACK}:{port} (pid {os.getpid()})", flush=True)
+                write_server_info(site_dir, port, "serving", started, console.port)
+                print(f"{spec.name}: serving on http://{LOOPBACK}:{port} (pid {os.getpid()}); compliance console "
+                      f"on {console.url}", flush=True)
 
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
-    Server(config).run(sockets=[sock])
+    try:
+        Server(config).run(sockets=[sock])
+    finally:
+        console.stop()
+
+
+def _console(spec, site_dir: Path, server):
+    """The compliance console, in this process: it checks officers' passwords with the
+    datasite itself, and the ``medsyft review`` commands talk to it (no Syft import there)."""
+    from compliance_console import start_console
+
+    from . import accounts
+    from .server import SiteHandle
+
+    return start_console(SiteHandle(spec, site_dir, "inprocess", server=server), spec.console_port,
+                         accounts=accounts)
 
 
 if __name__ == "__main__":

@@ -270,12 +270,13 @@ def lock_holder(site_dir: Path) -> tuple[int | None, bool]:
         os.close(fd)
 
 
-def write_server_info(site_dir: Path, port: int, state: str, started: float) -> None:
+def write_server_info(site_dir: Path, port: int, state: str, started: float, console_port: int | None = None) -> None:
     """server.json, by the process holding the lock only."""
     from syft_policies.files import write_private
 
     write_private(Path(site_dir) / INFO_FILE,
-                  json.dumps({"pid": os.getpid(), "port": port, "started": started, "state": state}))
+                  json.dumps({"pid": os.getpid(), "port": port, "started": started, "state": state,
+                              "console_port": console_port}))
 
 
 def _read_info(site_dir: Path) -> dict:

@@ -49,6 +49,7 @@ class HospitalSpec:
     plan_bounds: PlanBounds = field(default_factory=PlanBounds)  # [policy]: bounds on every study plan
     imaging: str | None = None  # [imaging] profile: an imaging centre (brain MRI) instead of an ICU cohort
     imaging_cases: int = 200  # [imaging] cases: how many generated cases (when there is no source)
+    console_port: int = 0  # [site] console_port: the compliance console (default: port + 1000; 0: any free port)
     path: Path | None = field(default=None, compare=False)
 
     @property
@@ -99,6 +100,10 @@ def load_spec(path: str | Path) -> HospitalSpec:
     port = _get(data, "site.port", path, int)
     if not 1024 <= port <= 65535:
         raise SpecError(f"{path}: site.port must be between 1024 and 65535, got {port}")
+    console_port = data["site"].get("console_port", port + 1000 if port + 1000 <= 65535 else 0)
+    if isinstance(console_port, bool) or not isinstance(console_port, int) or not (
+            console_port == 0 or 1024 <= console_port <= 65535) or console_port == port:
+        raise SpecError(f"{path}: site.console_port must be 0 or a port from 1024 to 65535 other than site.port")
     researchers = tuple(Account(r["name"], r["email"], r.get("institution", "")) for r in data.get("researchers", []))
     c = data.get("cohort", {})
     try:
@@ -175,6 +180,7 @@ def load_spec(path: str | Path) -> HospitalSpec:
         plan_bounds=PlanBounds(**bounds),
         imaging=imaging[0] if imaging else None,
         imaging_cases=imaging[1] if imaging else 200,
+        console_port=console_port,
         path=path,
     )
 

@@ -1,10 +1,9 @@
-"""The researcher's side: study plans, federated rounds and strategies, requests, the CLI."""
+"""The researcher's side: study plans, federated rounds and strategies, requests, the CLI.
 
-from .plan import PlanError, StudyPlan
-from .query import DPQuery, QueryResult, combine_queries, query_plan, solve_regression
-from .requests import NotApproved, RequestStatus, fetch_result, remaining_budget, request_status, submit_request
-from .strategy import FedAvg, FedBN, FedProx, Strategy
-from .study import RoundRefused, Study, StudyResult, StudyStopped
+Names load lazily, so ``medsyft`` commands that only talk to a site's console start fast.
+"""
+
+from importlib import import_module
 
 __all__ = [
     "StudyPlan", "PlanError", "Study", "StudyResult", "StudyStopped", "RoundRefused",
@@ -12,3 +11,19 @@ __all__ = [
     "submit_request", "request_status", "fetch_result", "NotApproved", "RequestStatus", "remaining_budget",
     "DPQuery", "QueryResult", "query_plan", "combine_queries", "solve_regression",
 ]
+
+_WHERE = {
+    "StudyPlan": "plan", "PlanError": "plan",
+    "DPQuery": "query", "QueryResult": "query", "combine_queries": "query", "query_plan": "query",
+    "solve_regression": "query",
+    "NotApproved": "requests", "RequestStatus": "requests", "fetch_result": "requests",
+    "remaining_budget": "requests", "request_status": "requests", "submit_request": "requests",
+    "FedAvg": "strategy", "FedBN": "strategy", "FedProx": "strategy", "Strategy": "strategy",
+    "RoundRefused": "study", "Study": "study", "StudyResult": "study", "StudyStopped": "study",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module 'federation' has no attribute {name!r}")

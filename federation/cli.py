@@ -277,23 +277,117 @@ def sites_status(home: Path = HomeOpt, site: Optional[list[str]] = SiteOpt):
         typer.echo(f"{spec.name:<16} {spec.region}/{spec.jurisdiction:<6} {s['label']:<12} {s['detail'] or '-'}")
 
 
-def _officer(name: str, home: Path):
-    from datasites import connect
+def _console(name: str, home: Path, *, as_admin: bool = False):
+    """The site's console API, logged in as its compliance officer (or admin)."""
+    from compliance_console.client import ConsoleClient
 
-    return connect(_one(name), home).officer()
+    return ConsoleClient.login(_one(name), home, as_admin=as_admin)
+
+
+def _refused(call, hint: str):
+    """Run ``call``; a refusal by the site (unknown id, budget, policy) is a usage error."""
+    from compliance_console.client import ConsoleRefused
+
+    try:
+        return call()
+    except ConsoleRefused as exc:
+        raise typer.BadParameter(str(exc).split(": ", 1)[-1], param_hint=hint) from None
+
+
+def _eps(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 @review_app.command("list")
 def review_list(site: str = typer.Option(..., "--site", "-s", help="Hospital name."), home: Path = HomeOpt,
                 all_: bool = typer.Option(False, "--all", help="Include approved and denied requests.")):
-    """List requests waiting for review (or all of them)."""
-    from syft_policies import list_requests
-
-    infos = list_requests(_officer(site, home), status=None if all_ else "pending")
-    if not infos:
+    """List requests waiting for review (or all of them), with their automatic risk and
+    epsilon cost, grouped by study."""
+    rows = _console(site, home).get("/api/requests", status="all" if all_ else "pending")
+    if not rows:
         typer.echo("no requests" if all_ else "no pending requests")
-    for info in infos:
-        typer.echo(info.summary() + (f"  reason: {info.reason}" if info.reason else ""))
+        return
+    typer.echo(f"{'id':<8}  {'status':<8}  {'risk':<6}  {'epsilon':>7}  {'function':<28}  {'researcher':<30}  submitted")
+    for study in dict.fromkeys(r["study"] for r in rows):
+        typer.echo(f"study {study}" if not study.startswith("(") else study)
+        for r in (r for r in rows if r["study"] == study):
+            cosign = f"  co-sign needed (approved by {', '.join(r['cosigned_by'])})" if r["cosigned_by"] else ""
+            reason = f"  reason: {r['reason']}" if r["reason"] else ""
+            typer.echo(f"{r['short']:<8}  {r['status']:<8}  {r['risk'].upper():<6}  {_eps(r['epsilon']):>7}  "
+                       f"{r['function']:<28}  {r['researcher']:<30}  {r['submitted']}{cosign}{reason}")
+
+
+@review_app.command("show")
+def review_show(request_id: str, site: str = typer.Option(..., "--site", "-s"), home: Path = HomeOpt):
+    """Show one request, its code and the automatic review report."""
+    console = _console(site, home)
+    r = _refused(lambda: console.get("/api/requests/" + console.quote(request_id)), "REQUEST_ID")
+    typer.echo(f"request {r['id']}\nfunction {r['function']}\nresearcher {r['researcher']} ({r['institution']})\n"
+               f"submitted {r['submitted']}\nstatus {r['status']}" + (f"\nreason {r['reason']}" if r["reason"] else ""))
+    if r["plan"]:
+        typer.echo("study plan " + ", ".join(f"{k}={v}" for k, v in r["plan"].items()))
+    typer.echo("\n" + r["code"])
+    typer.echo(r["report"])
+
+
+def _governance(purpose, irb, dua, expires, two_person, accept_high_risk) -> dict:
+    return {"purpose": purpose, "irb": irb, "dua": dua, "expires": expires, "two_person": two_person,
+            "accept_high_risk": accept_high_risk}
+
+
+@review_app.command("approve")
+def review_approve(request_id: Optional[str] = typer.Argument(None, help="The request (an id prefix is enough)."),
+                   site: str = typer.Option(..., "--site", "-s"), home: Path = HomeOpt,
+                   study: Optional[str] = typer.Option(None, "--study",
+                                                       help="Approve every pending request of this study at once."),
+                   purpose: str = typer.Option(..., help="What the data will be used for."),
+                   irb: str = typer.Option("", help="IRB / ethics approval reference."),
+                   dua: str = typer.Option("", help="Data-use agreement reference (if no IRB)."),
+                   expires: str = typer.Option("", help="Last day the approval holds (YYYY-MM-DD)."),
+                   two_person: bool = typer.Option(False, "--two-person",
+                                                   help="Require a second, different officer to approve too."),
+                   accept_high_risk: bool = typer.Option(False, "--accept-high-risk",
+                                                         help="Approve although the automatic review says HIGH "
+                                                              "risk (you have read the code).")):
+    """Approve a pending request (or a whole study with --study) with its governance
+    metadata (a training request must fit the dataset's privacy budget; custom code needs
+    two officers unless the site says otherwise)."""
+    if (request_id is None) == (study is None):
+        raise typer.BadParameter("give either a request id or --study NAME", param_hint="REQUEST_ID")
+    console = _console(site, home)
+    body = _governance(purpose, irb, dua, expires, two_person, accept_high_risk)
+    if study is not None:
+        done = _refused(lambda: console.post(f"/api/studies/{console.quote(study)}/approve", body), "--study")
+    else:
+        done = [_refused(lambda: console.post(f"/api/requests/{console.quote(request_id)}/approve", body),
+                         "REQUEST_ID")]
+    for d in done:
+        typer.echo(f"{'approved' if d['status'] == 'approved' else 'first approval recorded, a second officer must approve'}"
+                   f" {d['short']} ({d['function']})")
+
+
+@review_app.command("deny")
+def review_deny(request_id: str, site: str = typer.Option(..., "--site", "-s"),
+                reason: str = typer.Option(..., "--reason", "-r", help="Shown to the researcher."),
+                home: Path = HomeOpt):
+    """Deny a pending request, with a reason the researcher will see."""
+    console = _console(site, home)
+    d = _refused(lambda: console.post(f"/api/requests/{console.quote(request_id)}/deny", {"reason": reason}),
+                 "--reason")
+    typer.echo(f"denied {d['short']} ({d['function']}): {d['reason']}")
+
+
+@app.command("console")
+def console_url_cmd(site: Optional[list[str]] = SiteOpt, home: Path = HomeOpt):
+    """Where each hospital's compliance console answers (served by the site's own process
+    while it runs; open it in a browser and log in with the officer's account)."""
+    from compliance_console.client import ConsoleError, console_url
+
+    for spec in _specs(site):
+        try:
+            typer.echo(f"{spec.name:<16} {console_url(spec, home)}   (log in as {spec.compliance_officer.email})")
+        except ConsoleError as exc:
+            typer.echo(f"{spec.name:<16} {exc}")
 
 
 def _ledger(name: str, home: Path):
@@ -306,66 +400,6 @@ def _ledger(name: str, home: Path):
         raise typer.BadParameter(f"{spec.name} has no ledger under {home}; start it once with `medsyft sites up`",
                                  param_hint="--site")
     return spec, BudgetLedger(path)
-
-
-@review_app.command("show")
-def review_show(request_id: str, site: str = typer.Option(..., "--site", "-s"), home: Path = HomeOpt):
-    """Show one request, its code and the automatic review report."""
-    from syft_policies import SitePolicy, get_request
-    from syft_policies.review import review_request
-
-    officer = _officer(site, home)
-    info = get_request(officer, request_id)
-    spec, ledger = _ledger(site, home)
-    typer.echo(f"request {info.id}\nfunction {info.function}\nresearcher {info.researcher} ({info.institution})\n"
-               f"submitted {info.submitted}\nstatus {info.status}" + (f"\nreason {info.reason}" if info.reason else ""))
-    if info.plan:
-        typer.echo("study plan " + ", ".join(f"{k}={v}" for k, v in info.plan.items()))
-    typer.echo("\n" + info.code)
-    typer.echo(str(review_request(officer, info.id, budget_remaining=ledger.remaining(spec.dataset_name),
-                                  site_policy=SitePolicy.for_site(spec))))
-
-
-@review_app.command("approve")
-def review_approve(request_id: str, site: str = typer.Option(..., "--site", "-s"), home: Path = HomeOpt,
-                   purpose: str = typer.Option(..., help="What the data will be used for."),
-                   irb: str = typer.Option("", help="IRB / ethics approval reference."),
-                   dua: str = typer.Option("", help="Data-use agreement reference (if no IRB)."),
-                   expires: str = typer.Option("", help="Last day the approval holds (YYYY-MM-DD)."),
-                   two_person: bool = typer.Option(False, "--two-person",
-                                                   help="Require a second, different officer to approve too."),
-                   accept_high_risk: bool = typer.Option(False, "--accept-high-risk",
-                                                         help="Approve although the automatic review says HIGH "
-                                                              "risk (you have read the code).")):
-    """Approve a pending request with its governance metadata (a training request must fit
-    the dataset's privacy budget; custom code needs two officers unless the site says otherwise)."""
-    from syft_policies import ReviewError, SitePolicy, approve_request
-    from syft_policies.governance import GOVERNANCE_FILE, GovernanceStore
-
-    spec = _one(site)
-    try:
-        info = approve_request(_officer(site, home), request_id, ledger=_ledger(site, home)[1],
-                               audit=_audit(site, home), governance=GovernanceStore(home / spec.name / GOVERNANCE_FILE),
-                               purpose=purpose, irb=irb, dua=dua, expires=expires, two_person=two_person,
-                               accept_high_risk=accept_high_risk, site_policy=SitePolicy.for_site(spec))
-    except ReviewError as exc:
-        raise typer.BadParameter(str(exc), param_hint="REQUEST_ID") from None
-    typer.echo(f"{'approved' if info.status == 'approved' else 'first approval recorded, a second officer must approve'}"
-               f" {info.id[:8]} ({info.function})")
-
-
-@review_app.command("deny")
-def review_deny(request_id: str, site: str = typer.Option(..., "--site", "-s"),
-                reason: str = typer.Option(..., "--reason", "-r", help="Shown to the researcher."),
-                home: Path = HomeOpt):
-    """Deny a pending request, with a reason the researcher will see."""
-    from syft_policies import ReviewError, deny_request
-
-    try:
-        info = deny_request(_officer(site, home), request_id, reason=reason, audit=_audit(site, home))
-    except ReviewError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--reason") from None
-    typer.echo(f"denied {info.id[:8]} ({info.function}): {info.reason}")
 
 
 @budget_app.command("show")

@@ -95,6 +95,64 @@ def _officer_reviews(site, echo, purpose: str = "early warning of sepsis in adul
             echo(f"  {site.spec.name:<16} DENIED   {req.function} (review: {report.risk} risk)")
 
 
+class _Tour:
+    """The console tour and, in-process, the console it runs against."""
+
+    def __init__(self, tour, console=None):
+        self.tour, self.console = tour, console
+
+    def __getattr__(self, name):
+        return getattr(self.tour, name)
+
+    def close(self) -> None:
+        self.tour.close()
+        if self.console is not None:
+            self.console.stop()
+
+
+def _console_tour(site, home: Path, out: Path, echo):
+    """A browser on the site's compliance console (its own, in HTTP mode; one served from
+    this process otherwise), or None with a warning when Chromium is not installed."""
+    from compliance_console.browser import BrowserMissing
+    from compliance_console.tour import ConsoleTour
+
+    console = None
+    if site.mode == "http":
+        from compliance_console.client import console_url
+
+        url = console_url(site.spec, home)
+    else:
+        from compliance_console import start_console
+
+        console = start_console(site)
+        url = console.url
+    try:
+        tour = ConsoleTour(url, out)
+    except BrowserMissing as exc:
+        echo(f"  warning: no console screenshots ({exc})")
+        if console is not None:
+            console.stop()
+        return None
+    shutil.rmtree(out, ignore_errors=True)
+    return _Tour(tour, console)
+
+
+def _review_in_browser(tour, site, study: str, echo) -> None:
+    """The officer of ``site`` reviews in the web console: reads the queue and a request,
+    then approves the whole study (the same checks as ``approve_request``)."""
+    from datasites.credentials import site_passwords
+
+    email = site.spec.compliance_officer.email
+    tour.login(email, site_passwords(site.spec, site.site_dir)[email])
+    tour.queue()
+    tour.first_request(study)
+    message = tour.approve_study(study, purpose="early warning of sepsis in adult ICU stays", irb=DEMO_IRB,
+                                 expires=_in_days(90))
+    if not message.startswith("Approved study"):
+        raise RuntimeError(f"{site.spec.name}: the console did not approve the study: {message}")
+    echo(f"  {site.spec.name:<16} approved study {study} in the web console ({message})")
+
+
 def _site_profile(frame) -> dict:
     ages = frame["age"].to_numpy()
     bins = list(range(20, 101, 10))
@@ -122,6 +180,7 @@ def run_demo(home: Path, *, n_patients: int = DEFAULT_PATIENTS, seed: int = 7, s
     echo(f"      {time.monotonic() - t0:.0f}s")
     echo(f"[2/6] starting {len(specs)} datasites ({'HTTP servers on loopback' if servers else 'in-process'})")
     sites = {s.name: start_site(s, home, mode=mode) for s in specs}
+    tour = None
     try:
         plan = StudyPlan(study="sepsis-lstm", sites=list(sites), model="lstm", strategy="fedavg", rounds=rounds,
                          epsilon=6.0, delta=1e-5, seed=seed, deadline=deadline, retries=retries,
@@ -143,14 +202,22 @@ def run_demo(home: Path, *, n_patients: int = DEFAULT_PATIENTS, seed: int = 7, s
         study._reachable(rogue_site, rogue)
         echo(f"      {time.monotonic() - t0:.0f}s")
         echo("[4/6] compliance officers: review the queues")
+        first = sites[specs[0].name]
+        tour = _console_tour(first, home, Path(results) / "console", echo)
         for site in sites.values():
-            _officer_reviews(site, echo)
+            if tour is not None and site is first:
+                _review_in_browser(tour, first, plan.study, echo)
+            else:
+                _officer_reviews(site, echo)
         denied = study._reachable(rogue_site, lambda: request_status(clients[rogue_site], "first_patients"))
         echo(f"      {time.monotonic() - t0:.0f}s")
         echo(f"[5/6] federated rounds at the hospitals (DP-SGD with Opacus)")
         t_study = time.monotonic()
         result = study.run()
         study_seconds = time.monotonic() - t_study
+        if tour is not None:
+            tour.ledger_and_audit()
+            echo(f"      console screenshots: {len(tour.shots)} pages in {Path(results) / 'console'}")
         echo("[6/6] reference models with the data pooled (simulation only)")
         frames = pooled_cohorts(sites.values())
         budgets = {name: site.ledger().remaining(plan.dataset) for name, site in sites.items()}
@@ -159,6 +226,8 @@ def run_demo(home: Path, *, n_patients: int = DEFAULT_PATIENTS, seed: int = 7, s
         base = run_baselines(frames, plan, echo=echo)
         baseline_seconds = time.monotonic() - t_base
     finally:
+        if tour is not None:
+            tour.close()
         for site in sites.values():
             site.stop()
 
@@ -185,6 +254,7 @@ def run_demo(home: Path, *, n_patients: int = DEFAULT_PATIENTS, seed: int = 7, s
         "budget": {name: {"dataset": plan.dataset, "remaining": left} for name, left in budgets.items()},
         "audit": {name: {"entries": v.entries, "verified": v.ok} for name, v in audits.items()},
         "history": result.history,
+        "console_screenshots": [str(p) for p in (tour.shots if tour is not None else [])],
     }
     a, e = summary["auroc"], summary["epsilon"]["total"]
     summary["checks"] = {

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 
 __all__ = ["status_name", "RequestInfo", "list_requests", "get_request", "approve_request", "deny_request",
-           "review_request", "ReviewError"]
+           "review_request", "report_for", "ReviewError"]
 
 
 class ReviewError(ValueError):
@@ -314,15 +314,10 @@ def deny_request(client, request_id: str, *, reason: str, audit=None) -> Request
     return get_request(client, request_id)
 
 
+def report_for(info: RequestInfo, *, site_policy=None, budget_remaining: float | None = None):
+    """The automatic review report of one listed request (no further call to the site)."""
+    from .code_review import Finding, review_code
 
-
-def review_request(client, request_id: str, *, site_policy=None, budget_remaining: float | None = None):
-    """The automatic review report (``syft_policies.review_code``) of a request on this site."""
-    from .code_review import review_code
-
-    from .code_review import Finding
-
-    info = get_request(client, request_id)
     report = review_code(info.code, site_policy=site_policy, plan=info.plan, release=info.release,
                          data_params=set(info.data_params) or None, budget_remaining=budget_remaining,
                          inputs=info.inputs)
@@ -332,3 +327,8 @@ def review_request(client, request_id: str, *, site_policy=None, budget_remainin
                                           0))
         report.risk = "high"
     return report
+
+
+def review_request(client, request_id: str, *, site_policy=None, budget_remaining: float | None = None):
+    """The automatic review report (``syft_policies.review_code``) of a request on this site."""
+    return report_for(get_request(client, request_id), site_policy=site_policy, budget_remaining=budget_remaining)
