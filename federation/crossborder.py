@@ -43,9 +43,15 @@ from .requests import fetch_result, submit_request
 from .study import Study
 from .topology import GLOBAL, AggregationPlan, SiteInfo, SovereigntyPolicy, SovereigntyViolation, regional_plan
 
-__all__ = ["run_cross_border", "cross_border_specs", "release_cells", "odds_ratio", "age_summary", "MIN_CELL"]
+__all__ = ["run_cross_border", "write_report_or_warn", "cross_border_specs", "release_cells", "odds_ratio",
+           "interaction_odds_ratio", "arm_odds_ratios", "interactions", "count_noise_sd", "plan_sha256", "age_summary",
+           "MIN_CELL", "ARM_NAMES", "BIOMARKER_NAMES"]
 
 MIN_CELL = 10
+Z95 = 1.96
+ARM_NAMES = {"treated": "drug-x", "untreated": "standard of care"}
+BIOMARKER_NAMES = {"egfr": "EGFR", "kras": "KRAS", "alk": "ALK", "pdl1_high": "PD-L1 high", "tmb_high": "TMB high"}
+_TABLE = ("pos_responders", "pos_nonresponders", "neg_responders", "neg_nonresponders")
 IRB = "IRB-RWE-2026-042"
 DUA = "DUA-SPONSOR-EU-US-7"
 PURPOSE = "biomarkers of response to drug-x in advanced NSCLC (real-world evidence)"
@@ -83,14 +89,116 @@ def age_summary(cells: dict) -> dict:
     return {"mean": round(AGE_CENTRE + shift, 1), "sd": round(float(np.sqrt(max(ss / n - shift ** 2, 0.0))), 1)}
 
 
-def odds_ratio(a, b, c, d) -> dict:
-    """Odds ratio (a*d)/(b*c) with a Woolf 95% CI; None if any cell was suppressed."""
-    if None in (a, b, c, d) or 0 in (a, b, c, d):
-        return {"or": None, "low": None, "high": None, "note": "suppressed (a cell below the minimum size)"}
-    log_or = np.log(a * d / (b * c))
-    se = np.sqrt(1 / a + 1 / b + 1 / c + 1 / d)
-    return {"or": float(np.exp(log_or)), "low": float(np.exp(log_or - 1.96 * se)),
-            "high": float(np.exp(log_or + 1.96 * se))}
+def _not_estimable(cells) -> str | None:
+    """Why no estimate can be made from ``cells`` (None: it can); invents no number for a hidden cell."""
+    if len(cells) not in (4, 8):
+        raise ValueError(f"expected a 2x2 table (4 counts) per arm, got {len(cells)} counts")
+    if any(c is None for c in cells):
+        return f"not estimable: a cell is under {MIN_CELL} and suppressed"
+    if any(c < 0 for c in cells):
+        raise ValueError(f"counts cannot be negative, got {list(cells)}")
+    if any(c == 0 for c in cells):
+        return "not estimable: a cell is zero"
+    return None
+
+
+def _log_variance(cells, noise_sd: float) -> float:
+    """Woolf's sum of 1/n, plus (delta method) the DP noise: a count n seen with noise of SD s
+    has var(log n) ~ (n + s^2) / n^2."""
+    if not (noise_sd >= 0 and np.isfinite(noise_sd)):
+        raise ValueError(f"noise_sd must be a finite number >= 0, got {noise_sd}")
+    return float(sum(1 / c + (noise_sd / c) ** 2 for c in cells))
+
+
+def odds_ratio(a, b, c, d, *, noise_sd: float = 0.0) -> dict:
+    """Odds ratio (a*d)/(b*c) of a 2x2 table (a, b: responders and non-responders with the
+    marker; c, d: without) with a 95% CI: Woolf's, widened for DP noise of SD ``noise_sd`` per
+    count if given. ``or`` None with a ``note`` when a cell is suppressed or zero."""
+    why = _not_estimable((a, b, c, d))
+    if why:
+        return {"or": None, "low": None, "high": None, "note": why}
+    log_or = float(np.log(a * d / (b * c)))
+    se = float(np.sqrt(_log_variance((a, b, c, d), noise_sd)))
+    return {"or": float(np.exp(log_or)), "low": float(np.exp(log_or - Z95 * se)),
+            "high": float(np.exp(log_or + Z95 * se))}
+
+
+def interaction_odds_ratio(drug, control, *, noise_sd: float = 0.0) -> dict:
+    """The treatment x biomarker interaction on the odds scale: the odds ratio of response for
+    marker+ vs marker- in the drug arm divided by the same in the control arm (equal to
+    exp of the interaction term of a logistic regression response ~ drug * marker).
+
+    ``drug``, ``control``: (marker+ responders, marker+ non-responders, marker- responders,
+    marker- non-responders). 95% CI from the log-scale variance, Woolf's sum of 1/n over the 8
+    cells, plus the DP noise term if ``noise_sd`` > 0. A suppressed (None) or zero cell gives
+    ``ratio`` None and a ``note`` saying "not estimable"."""
+    cells = (*drug, *control)
+    if len(drug) != 4 or len(control) != 4:
+        raise ValueError(f"each arm needs 4 counts (+resp, +non-resp, -resp, -non-resp), got {len(drug)} and "
+                         f"{len(control)}")
+    why = _not_estimable(cells)
+    if why:
+        return {"ratio": None, "low": None, "high": None, "se_log": None, "note": why}
+    (a, b, c, d), (e, f, g, h) = drug, control
+    log_ratio = float(np.log(a * d / (b * c)) - np.log(e * h / (f * g)))
+    se = float(np.sqrt(_log_variance(cells, noise_sd)))
+    return {"ratio": float(np.exp(log_ratio)), "low": float(np.exp(log_ratio - Z95 * se)),
+            "high": float(np.exp(log_ratio + Z95 * se)), "se_log": se, "note": None}
+
+
+def _arm_table(cells: dict, marker: str, arm: str) -> tuple:
+    return tuple(cells.get(f"{marker}_{arm}_{k}") for k in _TABLE)
+
+
+def arm_odds_ratios(cells: dict, *, noise_sd: float = 0.0) -> list[dict]:
+    """Per biomarker and arm, the released 2x2 counts and the odds ratio of response for
+    marker+ vs marker- (Woolf CI; ``low_dp``/``high_dp`` also count the DP noise)."""
+    from synthetic_data.oncology import BIOMARKERS
+
+    out = []
+    for m in BIOMARKERS:
+        for arm in ("treated", "untreated"):
+            table = _arm_table(cells, m, arm)
+            dp = odds_ratio(*table, noise_sd=noise_sd)
+            out.append({"biomarker": m, "arm": arm, **dict(zip(_TABLE, table)), **odds_ratio(*table),
+                        "low_dp": dp["low"], "high_dp": dp["high"]})
+    return out
+
+
+def interactions(cells: dict, *, noise_sd: float = 0.0) -> list[dict]:
+    """Per biomarker: the odds ratios in each arm and their ratio (drug-x over standard of
+    care) with Woolf's 95% CI and, in ``low_dp``/``high_dp``, the CI that also counts the DP
+    noise of SD ``noise_sd`` per released count."""
+    from synthetic_data.oncology import BIOMARKERS
+
+    out = []
+    for m in BIOMARKERS:
+        drug, control = _arm_table(cells, m, "treated"), _arm_table(cells, m, "untreated")
+        sampling = interaction_odds_ratio(drug, control)
+        noisy = interaction_odds_ratio(drug, control, noise_sd=noise_sd)
+        out.append({"biomarker": m, "label": BIOMARKER_NAMES.get(m, m), "or_drug": odds_ratio(*drug)["or"],
+                    "or_control": odds_ratio(*control)["or"], **sampling, "low_dp": noisy["low"],
+                    "high_dp": noisy["high"], "se_log_dp": noisy["se_log"]})
+    return out
+
+
+def count_noise_sd(epsilon: float, sites: int) -> float:
+    """SD of the DP noise in one released count: each of ``sites`` hospitals adds Laplace noise
+    of scale (L1 sensitivity 8) / (half of ``epsilon``), variance 2 scale^2, and the counts are
+    summed."""
+    from datasites.jobs.rwe import SENSITIVITY, SHARES
+
+    if not (epsilon > 0 and sites >= 1):
+        raise ValueError(f"need epsilon > 0 and at least one site, got {epsilon} and {sites}")
+    share = next(s for names, _, s in SHARES if "n" in names)
+    scale = SENSITIVITY / (share * epsilon)
+    return float(np.sqrt(2 * sites) * scale)
+
+
+def plan_sha256(plan: dict) -> str:
+    """SHA-256 of the plan's canonical JSON (sorted keys, no spaces): the same after a round
+    trip through summary.json, so anyone can check a report against its plan."""
+    return hashlib.sha256(json.dumps(plan, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
 def _statistics_request(client, asset, plan: dict):
@@ -133,6 +241,7 @@ def run_cross_border(home: Path, *, n_patients: int = 600, rounds: int = 4, seed
     from he.custodian import CKKS_PARAMETERS
 
     t0 = time.monotonic()
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     specs = cross_border_specs()
     home = Path(home) / "cross-border"
     shutil.rmtree(home, ignore_errors=True)
@@ -146,7 +255,8 @@ def run_cross_border(home: Path, *, n_patients: int = 600, rounds: int = 4, seed
         compliance = {}
         for i, site in enumerate(sites.values()):
             before, after = publish_rwe(site, n=n_patients, seed=seed + i)
-            compliance[site.spec.name] = {"raw": sorted(before.identifiers), "published": after.compliant}
+            compliance[site.spec.name] = {"raw": sorted(before.identifiers), "published": after.compliant,
+                                          "raw_problems": len(before.findings), "published_problems": len(after.findings)}
             echo(f"  {site.spec.name:<16} raw extract FAIL ({', '.join(sorted(before.identifiers))}) -> "
                  f"published {'PASS' if after.compliant else 'FAIL'}")
 
@@ -241,7 +351,7 @@ def run_cross_border(home: Path, *, n_patients: int = 600, rounds: int = 4, seed
         flows += [{"from": a, "to": GLOBAL, "what": "regional sums of updates and of evaluation histograms"}
                   for a in regions]
 
-        ledgers = {name: site.ledger().statement() for name, site in sites.items()}
+        ledgers = {name: site.ledger().statement() for name, site in sites.items()}  # after every debit
         audits = {name: site.audit().verify() for name, site in sites.items()}
         governance = {name: [a.__dict__ for a in site.governance().for_study(study_id)]
                       + [a.__dict__ for p in model_plans.values() for a in site.governance().for_study(p.study)]
@@ -251,7 +361,14 @@ def run_cross_border(home: Path, *, n_patients: int = 600, rounds: int = 4, seed
             site.stop()
 
     coefficients = dict(zip(_FEATURE_NAMES, np.ravel(weights["head.weight"]).astype(float)))
+    study_plan = {"statistics": stats_plan, "aggregation": {"routes": plan.routes, "upstream": plan.upstream},
+                  "model": {a: p.to_dict() for a, p in model_plans.items()}}
+    study_plan = json.loads(json.dumps(study_plan, default=str))  # as summary.json will hold it
+    noise_sd = count_noise_sd(stats_plan["epsilon"], len(world.sites))
     summary = {
+        "run": {"utc": started, "seed": seed, "medsyft": _version("medsyft"), "syft": _version("syft"),
+                "plan_sha256": plan_sha256(study_plan)},
+        "plan": study_plan,
         "study": study_id, "purpose": PURPOSE, "min_cell": MIN_CELL,
         "sites": [{"name": i.name, "region": i.region, "jurisdiction": i.jurisdiction} for i in infos],
         "compliance": compliance,
@@ -261,8 +378,11 @@ def run_cross_border(home: Path, *, n_patients: int = 600, rounds: int = 4, seed
                        "age": age_summary(released),
                        "mechanism": "Laplace at each hospital before encryption: counts (L1 sensitivity 8) eps/2, "
                                     "sum of age-65 (45) eps/4, its sum of squares (2025) eps/4",
-                       "sites": sorted(world.sites), "seconds": round(stats_seconds, 2)},
-        "odds_ratios": _odds_ratios(released),
+                       "sites": sorted(world.sites), "seconds": round(stats_seconds, 2),
+                       "noise": {"count_sd": round(noise_sd, 2), "count_laplace_scale_per_site":
+                                 round(noise_sd / np.sqrt(2 * len(world.sites)), 2), "sites": len(world.sites)}},
+        "odds_ratios": arm_odds_ratios(released, noise_sd=noise_sd),
+        "interactions": interactions(released, noise_sd=noise_sd),
         "model": {"history": history, "auroc": history[-1]["auroc"], "coefficients": coefficients,
                   "seconds": round(model_seconds, 2),
                   "plans": {a: p.to_dict() for a, p in model_plans.items()}},
@@ -279,32 +399,45 @@ def run_cross_border(home: Path, *, n_patients: int = 600, rounds: int = 4, seed
             "he": {**CKKS_PARAMETERS, "scheme": "CKKS (TenSEAL)", "custodian_min_sites": custodian.min_sites,
                    "decryptions": custodian.decrypted},
             "approvals": governance,
-            "audit": {name: {"entries": v.entries, "verified": v.ok} for name, v in audits.items()},
+            "reviews": approvals,
+            "audit": {name: {"entries": v.entries, "verified": v.ok, "line": v.line, "problem": v.problem}
+                      for name, v in audits.items()},
+            "budget": {name: {k: row[k] for k in ("budget", "spent", "remaining")}
+                       for name, rows in ledgers.items() for row in rows if row["dataset"] == RWE_DATASET},
         },
         "wall_seconds": round(time.monotonic() - t0, 1),
     }
-    from .report import write_report
-
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
     (results / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    summary["report"] = [str(p) for p in write_report(summary, results)]
+    summary["report"] = [str(p) for p in write_report_or_warn(summary, results, echo)]
     return summary
+
+
+def write_report_or_warn(summary: dict, results: Path, echo=print) -> list[Path]:
+    """The report's files; without a working Chromium, the HTML alone and a one-line warning
+    (the study's results are in summary.json either way; ``medsyft report`` prints the PDF later)."""
+    from .pdf import PdfError
+    from .report import write_report
+
+    t = time.monotonic()
+    try:
+        paths = list(write_report(summary, results))
+    except PdfError as exc:
+        echo(f"warning: report.html written, report.pdf not: {exc}")
+        return [Path(results) / "report.html"]
+    echo(f"  report written in {time.monotonic() - t:.1f}s (PDF printed by headless Chromium)")
+    return paths
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 _FEATURE_NAMES = ("age", "male", "stage", "egfr", "kras", "alk", "pdl1_high", "tmb_high", "treated",
                   "treated:egfr", "treated:kras", "treated:alk", "treated:pdl1_high", "treated:tmb_high")
-
-
-def _odds_ratios(cells: dict) -> list[dict]:
-    from synthetic_data.oncology import BIOMARKERS
-
-    out = []
-    for m in BIOMARKERS:
-        for arm in ("treated", "untreated"):
-            c = {k: cells[f"{m}_{arm}_{k}"] for k in ("pos_responders", "pos_nonresponders", "neg_responders",
-                                                       "neg_nonresponders")}
-            out.append({"biomarker": m, "arm": arm, **c,
-                        **odds_ratio(c["pos_responders"], c["pos_nonresponders"], c["neg_responders"],
-                                     c["neg_nonresponders"])})
-    return out
