@@ -391,7 +391,8 @@ def create_app(site, *, idle_seconds: float = IDLE_SECONDS, accounts=None):
         @app.get("/api/accounts/{email}")
         def api_account(request: Request, email: str):
             session, error = bearer(request)
-            return error or answer(lambda s: accounts.show_account(admin_only(s), email), session)
+            return error or answer(lambda s: accounts.show_account(admin_only(s), email, audit=site.audit()),
+                                   session)
 
         @app.post("/api/accounts")
         async def api_add_account(request: Request):

@@ -70,11 +70,14 @@ sites_app = _Commands(help="Start, stop and inspect the hospital datasites (HTTP
 review_app = _Commands(help="The compliance officer's review queue on one hospital.", no_args_is_help=True)
 budget_app = _Commands(help="The privacy-budget ledger of one hospital.", no_args_is_help=True)
 audit_app = _Commands(help="The tamper-evident audit log of one hospital.", no_args_is_help=True)
+accounts_app = _Commands(help="Researcher accounts of one hospital (its admin onboards researchers here).",
+                         no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(sites_app, name="sites")
 app.add_typer(review_app, name="review")
 app.add_typer(budget_app, name="budget")
 app.add_typer(audit_app, name="audit")
+app.add_typer(accounts_app, name="accounts")
 
 HomeOpt = typer.Option(Path(".medsyft"), "--home", envvar="MEDSYFT_HOME",
                        help="Where sites keep their data, databases and secrets (env MEDSYFT_HOME).")
@@ -176,6 +179,10 @@ def report(results: Path = typer.Option(Path("results/cross-border"), help="A st
         paths = report_from(results)
     except FileNotFoundError as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+    except (ValueError, KeyError, TypeError) as exc:  # a summary.json that is not a study's summary
+        typer.echo(f"error: {results / 'summary.json'} is not a cross-border study's summary "
+                   f"({_one_line(exc)[:160]}); re-run the study", err=True)
         raise typer.Exit(1)
     typer.echo("written: " + ", ".join(str(p) for p in paths))
 
@@ -388,6 +395,55 @@ def console_url_cmd(site: Optional[list[str]] = SiteOpt, home: Path = HomeOpt):
             typer.echo(f"{spec.name:<16} {console_url(spec, home)}   (log in as {spec.compliance_officer.email})")
         except ConsoleError as exc:
             typer.echo(f"{spec.name:<16} {exc}")
+
+
+EmailOpt = typer.Option(..., "--email", "-e", help="The researcher's e-mail (their login).")
+
+
+def _handover(spec, email: str, password: str, what: str) -> None:
+    var = "MEDSYFT_PASSWORD_" + spec.name.upper().replace("-", "_")
+    typer.echo(f"{what} {email} at {spec.name}\n"
+               f"one-time password (shown once; medsyft keeps no copy): {password}\n"
+               "hand it to the researcher by a separate channel; they keep it out of their notebooks:\n"
+               f"    export {var}='{password}'\n"
+               f"    sy.login(url=\"http://127.0.0.1:{spec.port}\", email=\"{email}\", password=os.environ[\"{var}\"])")
+
+
+@accounts_app.command("add")
+def accounts_add(site: str = typer.Option(..., "--site", "-s"), email: str = EmailOpt,
+                 name: str = typer.Option(..., "--name", help="The researcher's full name."),
+                 institution: str = typer.Option("", "--institution", help="Their institution."),
+                 home: Path = HomeOpt):
+    """Create a researcher account; prints its one-time password (audited, never stored)."""
+    console = _console(site, home, as_admin=True)
+    done = _refused(lambda: console.post("/api/accounts", {"email": email, "name": name,
+                                                           "institution": institution}), "--email")
+    _handover(_one(site), done["email"], done["password"], "added researcher")
+
+
+@accounts_app.command("show")
+def accounts_show(site: str = typer.Option(..., "--site", "-s"), email: str = EmailOpt, home: Path = HomeOpt):
+    """One account: name, institution, role, when and by whom it was added (no password)."""
+    console = _console(site, home, as_admin=True)
+    account = _refused(lambda: console.get("/api/accounts/" + console.quote(email)), "--email")
+    for key, value in account.items():
+        typer.echo(f"{key:<18} {value if value not in (None, '') else '-'}")
+
+
+@accounts_app.command("list")
+def accounts_list(site: str = typer.Option(..., "--site", "-s"), home: Path = HomeOpt):
+    """Every account of the site, one per line."""
+    for a in _console(site, home, as_admin=True).get("/api/accounts"):
+        typer.echo(f"{a.get('email', ''):<40} {str(a.get('role', '')):<16} {a.get('name', '')}"
+                   + (f" ({a['institution']})" if a.get("institution") else ""))
+
+
+@accounts_app.command("rotate")
+def accounts_rotate(site: str = typer.Option(..., "--site", "-s"), email: str = EmailOpt, home: Path = HomeOpt):
+    """Give a researcher a new one-time password; the old one stops working."""
+    console = _console(site, home, as_admin=True)
+    done = _refused(lambda: console.post(f"/api/accounts/{console.quote(email)}/rotate"), "--email")
+    _handover(_one(site), done["email"], done["password"], "new password for")
 
 
 def _ledger(name: str, home: Path):

@@ -130,6 +130,25 @@ def test_http_sites_review_cli_and_restart(http_site):
     failed = [e for e in connect(spec, home).audit().entries() if e["event"] == "login-failed"]
     assert failed and failed[-1]["account"] == spec.compliance_officer.email
 
+    # onboarding: the admin adds a researcher, who logs in with the one-time password it printed
+    added = _cli("accounts", "add", "--site", spec.name, "--email", "grace@navy.example", "--name", "Grace Hopper",
+                 "--institution", "Navy Research", env=env)
+    password = added.split("one-time password (shown once; medsyft keeps no copy): ")[1].split()[0]
+    with quiet():
+        grace = sy.login(url="http://127.0.0.1", port=spec.port, email="grace@navy.example", password=password)
+    assert [d.name for d in grace.datasets] == [spec.dataset_name]
+    shown = _cli("accounts", "show", "--site", spec.name, "--email", "grace@navy.example", env=env)
+    assert "Grace Hopper" in shown and "Navy Research" in shown and password not in shown
+    rotated = _cli("accounts", "rotate", "--site", spec.name, "--email", "grace@navy.example", env=env)
+    assert password not in rotated and "one-time password" in rotated
+    with quiet(), pytest.raises(Exception):
+        sy.login(url="http://127.0.0.1", port=spec.port, email="grace@navy.example", password=password)
+    code, out = _cli_fails("accounts", "add", "--site", spec.name, "--email", "grace@navy.example", "--name", "G",
+                           env=env)
+    _one_line_error(out)
+    assert code == 2 and "exists" in out
+    assert password not in (home / spec.name / "audit.jsonl").read_text()
+
     assert "stopped" in _cli("sites", "down", env=env)
     assert site_status(spec, home)["state"] == "stopped"
     code, out = _cli_fails("review", "list", "--site", spec.name, env=env)
