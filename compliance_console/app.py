@@ -189,9 +189,9 @@ def create_app(site, *, idle_seconds: float = IDLE_SECONDS, accounts=None):
         if redirect:
             return redirect
         rows = ops.queue(session.client, site, status=None if all else "pending")
-        studies: dict[str, list[dict]] = {}
+        studies: dict[tuple[str, str], list[dict]] = {}  # a study name is the researcher's: group by both
         for row in rows:
-            studies.setdefault(row["study"], []).append(row)
+            studies.setdefault((row["study"], row["researcher"]), []).append(row)
         return page("queue.html", session, studies=studies, show_all=bool(all), no_study=ops.NO_STUDY,
                     remaining=ops._remaining(site))
 
@@ -237,8 +237,10 @@ def create_app(site, *, idle_seconds: float = IDLE_SECONDS, accounts=None):
         form = await form_of(request, session)
         if form is None:
             return forbidden(session)
+        expected = [i for i in str(form.get("requests", "")).split(",") if i]
         try:
-            done = ops.approve_study(session.client, site, study, **governance(form))
+            done = ops.approve_study(session.client, site, study, researcher=str(form.get("researcher", "")),
+                                     expected=expected, **governance(form))
         except ReviewError as exc:
             session.flash = f"Study not approved: {exc}"
             return RedirectResponse("/", status_code=303)
@@ -361,10 +363,13 @@ def create_app(site, *, idle_seconds: float = IDLE_SECONDS, accounts=None):
         if error:
             return error
         try:
-            form = governance({k: ("on" if v is True else v) for k, v in (await body_of(request)).items()})
+            body = await body_of(request)
+            form = governance({k: ("on" if v is True else v) for k, v in body.items()})
         except ReviewError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return answer(lambda s: ops.approve_study(s.client, site, study, **form), session)
+        who = body.get("researcher")
+        return answer(lambda s: ops.approve_study(s.client, site, study, researcher=None if who is None else str(who),
+                                                  **form), session)
 
     @app.post("/api/requests/{request_id}/deny")
     async def api_deny(request: Request, request_id: str):

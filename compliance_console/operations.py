@@ -78,22 +78,33 @@ def approve(client, site, request_id: str, *, purpose: str, irb: str = "", dua: 
 
 
 def approve_study(client, site, study: str, *, purpose: str, irb: str = "", dua: str = "", expires: str = "",
-                  two_person: bool = False, accept_high_risk: bool = False) -> list[dict]:
-    """Approve every pending request of ``study`` at once.
+                  two_person: bool = False, accept_high_risk: bool = False, researcher: str | None = None,
+                  expected: list[str] | None = None) -> list[dict]:
+    """Approve every pending request of one researcher's ``study`` at once.
 
-    Checked first as a whole: a study with a HIGH-risk request (unless accepted) or one
-    this site's policy forbids is refused before anything is approved, so a study is never
-    left half-approved by a foreseeable refusal."""
+    Only for a study made of this site's templates: a study's name is the researcher's
+    to choose, so custom code filed under a trusted study's name must be read on its own
+    page. ``expected``: the request ids the officer saw; if the study changed since (a
+    request added or withdrawn), nothing is approved. Checked as a whole first, so a
+    study is never left half-approved by a foreseeable refusal."""
     from syft_policies import ReviewError
 
     rows = [r for r in queue(client, site, status="pending") if r["study"] == study and study != NO_STUDY]
+    researchers = sorted({r["researcher"] for r in rows})
+    if researcher is not None:
+        rows = [r for r in rows if r["researcher"] == researcher]
+    elif len(researchers) > 1:
+        raise ReviewError(f"study {study!r} has pending requests from {len(researchers)} researchers "
+                          f"({', '.join(researchers)}); approve one researcher's requests at a time")
     if not rows:
         raise ReviewError(f"no pending requests of study {study!r} on this site")
-    high = [r["function"] for r in rows if r["risk"] == "high"]
-    if high and not accept_high_risk:
-        raise ReviewError(f"study {study} has HIGH-risk requests ({', '.join(high)}); read them one by one")
-    if _policy(site).custom_code == "deny" and any(r["template"] is None for r in rows):
-        raise ReviewError(f"study {study} contains custom code, which this site's policy denies")
+    if expected is not None and sorted(expected) != sorted(r["id"] for r in rows):
+        raise ReviewError(f"study {study} changed since the page was loaded (requests added or decided); "
+                          "reload it and check again")
+    custom = [f"{r['function']} ({r['risk'].upper()})" for r in rows if r["template"] is None or r["risk"] != "low"]
+    if custom:
+        raise ReviewError(f"study {study} can only be approved request by request: {', '.join(custom)} "
+                          "is not a LOW-risk site template")
     return [approve(client, site, r["id"], purpose=purpose, irb=irb, dua=dua, expires=expires,
                     two_person=two_person, accept_high_risk=accept_high_risk) for r in rows]
 

@@ -18,8 +18,10 @@ from selenium.webdriver.common.by import By
 
 from compliance_console import start_console
 from compliance_console.browser import open_browser
+from compliance_console.client import ConsoleClient, ConsoleRefused
 from datasites.credentials import site_passwords
 from federation import Study, StudyPlan, request_status, submit_request
+from syft_policies import deny_request
 from syft_policies.quiet import quiet
 from syft_policies.release import ReleasePolicy
 
@@ -36,6 +38,7 @@ def console(site):
 @pytest.fixture(scope="module")
 def browser():
     driver = open_browser()
+    driver.implicitly_wait(5)  # a click that submits a form returns before the next page has loaded
     yield driver
     driver.quit()
 
@@ -59,7 +62,24 @@ def _login(browser, console, email, password):
 def _as_officer(browser, console, site):
     email = site.spec.compliance_officer.email
     _login(browser, console, email, _password(site, email))
-    assert browser.current_url.rstrip("/") == console.url, browser.page_source[:500]
+    _landed(browser, lambda url: url.rstrip("/") == console.url)
+
+
+def _landed(browser, check) -> str:
+    """The URL once ``check(url)`` holds (a click that navigates returns before the load)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, 10).until(lambda d: check(d.current_url))
+    return browser.current_url
+
+
+def _absent(browser, by, what) -> bool:
+    """No such element on the page (asked without the implicit wait)."""
+    browser.implicitly_wait(0)
+    try:
+        return not browser.find_elements(by, what)
+    finally:
+        browser.implicitly_wait(5)
 
 
 def _flash(browser) -> str:
@@ -124,10 +144,7 @@ def test_login_refuses_wrong_passwords_then_locks_the_account_and_admits_only_of
 
 def test_an_officer_approves_a_whole_study_from_the_queue(site, console, browser, tmp_path):
     name = f"console-{uuid.uuid4().hex[:6]}"
-    plan = StudyPlan(study=name, sites=[site.spec.name], rounds=1, epsilon=1.0, model="mlp")
-    study = Study(plan, {site.spec.name: site.researcher()}, directory=tmp_path / name, echo=lambda *_: None,
-                  progress=False)
-    study.submit()
+    study = _study(site, tmp_path, name)
     _as_officer(browser, console, site)
     section = browser.find_element(By.CSS_SELECTOR, f'section[data-study="{name}"]')
     rows = section.find_elements(By.CSS_SELECTOR, "tbody tr")
@@ -207,7 +224,7 @@ def test_an_idle_session_expires(site, browser):
         _as_officer(browser, short, site)
         time.sleep(3)
         browser.find_element(By.ID, "nav-ledger").click()
-        assert browser.current_url.endswith("/login?why=expired")
+        _landed(browser, lambda url: url.endswith("/login?why=expired"))
         assert "session expired" in browser.find_element(By.ID, "note").text
     finally:
         short.stop()
@@ -245,7 +262,7 @@ def test_forged_and_cross_site_forms_change_nothing(site, console, browser):
     try:
         browser.get(f"http://localhost:{server.server_address[1]}/")  # another site than 127.0.0.1
         browser.find_element(By.ID, "go").click()
-        assert "/login" in browser.current_url  # the session cookie is SameSite=Strict: not sent
+        _landed(browser, lambda url: url.startswith(console.url + "/login"))  # SameSite=Strict: no cookie sent
     finally:
         server.shutdown()
     browser.get(f"{console.url}/requests/{request_id}")
@@ -259,8 +276,8 @@ def test_researcher_text_is_shown_inert(site, console, browser):
     for path in ("/", f"/requests/{request_id}"):
         browser.get(console.url + path)
         assert browser.title != "owned"
-        assert not browser.find_elements(By.TAG_NAME, "script")
-        assert not browser.find_elements(By.CSS_SELECTOR, "img[src=x]")
+        assert _absent(browser, By.TAG_NAME, "script")
+        assert _absent(browser, By.CSS_SELECTOR, "img[src=x]")
     assert "<script>document.title" in browser.find_element(By.CSS_SELECTOR, ".codebox").text
     with urllib.request.urlopen(console.url + "/login") as response:
         assert "script-src" not in response.headers["Content-Security-Policy"]  # default-src 'none' covers it
@@ -301,3 +318,59 @@ def test_ledger_and_audit_pages_show_the_sites_own_records(site, console, browse
         log.write_bytes(original)
     browser.refresh()
     assert "hash chain verified" in browser.find_element(By.ID, "chain").text
+
+
+def _study(site, tmp_path, name: str) -> Study:
+    plan = StudyPlan(study=name, sites=[site.spec.name], rounds=1, epsilon=1.0, model="mlp")
+    study = Study(plan, {site.spec.name: site.researcher()}, directory=tmp_path / name, echo=lambda *_: None,
+                  progress=False)
+    study.submit()
+    return study
+
+
+def _rider(site, study_name: str):
+    def make(patients_asset):
+        @sy.syft_function(input_policy=sy.MixedInputPolicy(client=site.researcher(), patients=patients_asset,
+                                                           plan=sy.Constant(val={"study": study_name,
+                                                                                 "epsilon": 1.0})),
+                          output_policy=ReleasePolicy(limit=1))
+        def console_rider(patients, plan):
+            return {"n": 3}
+        return console_rider
+    return make
+
+
+def test_custom_code_filed_under_a_studys_name_cannot_ride_its_bulk_approval(site, console, browser, tmp_path):
+    name = f"ride-{uuid.uuid4().hex[:6]}"
+    study = _study(site, tmp_path, name)
+    _, rider_id, _ = _submit(site, _rider(site, name))
+    _as_officer(browser, console, site)
+    section = browser.find_element(By.CSS_SELECTOR, f'section[data-study="{name}"]')
+    assert len(section.find_elements(By.CSS_SELECTOR, "tbody tr")) == 3
+    assert "approve them one by one" in section.text
+    assert _absent(browser, By.CSS_SELECTOR, f'section[data-study="{name}"] form')
+
+    officer = site.spec.compliance_officer.email
+    api = ConsoleClient(console.url, "", site.spec.name)
+    api = ConsoleClient(console.url, api.post("/api/session", {"email": officer, "password": _password(site, officer)})
+                        ["token"], site.spec.name)
+    with pytest.raises(ConsoleRefused, match="request by request"):
+        api.post(f"/api/studies/{name}/approve", {"purpose": "p", "irb": "IRB-1"})
+    assert study.approvals()[site.spec.name].status == "pending"
+    api.post(f"/api/requests/{rider_id}/deny", {"reason": "custom code under a study's name"})
+
+
+def test_a_study_that_changed_after_the_page_loaded_is_not_approved(site, console, browser, tmp_path):
+    name = f"moved-{uuid.uuid4().hex[:6]}"
+    study = _study(site, tmp_path, name)
+    _as_officer(browser, console, site)
+    section = browser.find_element(By.CSS_SELECTOR, f'section[data-study="{name}"]')
+    section.find_element(By.CSS_SELECTOR, "details summary").click()
+    form = section.find_element(By.CSS_SELECTOR, "form.study-approve")
+    form.find_element(By.NAME, "purpose").send_keys("p")
+    form.find_element(By.NAME, "irb").send_keys("IRB-2")
+    first = next(iter(study.request_ids()[site.spec.name].values()))
+    deny_request(site.officer(), first, reason="decided elsewhere meanwhile")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    assert "changed since the page was loaded" in _flash(browser)
+    assert not [e for e in site.audit().entries() if e["event"] == "approved" and e.get("irb") == "IRB-2"]
