@@ -4,6 +4,7 @@ JSON API over loopback. Standard library only, so a command answers in about a s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import urllib.error
 import urllib.parse
@@ -43,22 +44,46 @@ def console_url(spec, home: str | Path) -> str:
 
 
 class ConsoleClient:
-    def __init__(self, url: str, token: str, site: str):
+    def __init__(self, url: str, token: str, site: str, relogin=None):
         self.url, self.token, self.site = url, token, site
+        self._relogin = relogin  # a fresh token when the kept one has expired
 
     @classmethod
     def login(cls, spec, home: str | Path, *, as_admin: bool = False) -> "ConsoleClient":
         """Log in as the site's compliance officer (or admin), with the password the site
-        keeps for it (``MEDSYFT_<SITE>_..._PASSWORD`` or ``<home>/.credentials``)."""
-        from datasites.credentials import site_passwords
+        keeps for it (``MEDSYFT_<SITE>_..._PASSWORD`` or ``<home>/.credentials``).
+
+        The session token is kept beside those passwords (same 0700 folder, file 0600)
+        and reused until the console lets it expire (15 idle minutes): each command then
+        skips the password check, which costs the site most of a second."""
+        from datasites.credentials import credentials_file, site_passwords
 
         url = console_url(spec, home)
+        site_dir = Path(home).resolve() / spec.name
         email = spec.admin.email if as_admin else spec.compliance_officer.email
-        password = site_passwords(spec, Path(home).resolve() / spec.name)[email]
-        answer = cls(url, "", spec.name)._call("POST", "/api/session", {"email": email, "password": password})
-        return cls(url, answer["token"], spec.name)
+        kept = credentials_file(site_dir).with_suffix(f".{'admin' if as_admin else 'officer'}-session")
 
-    def _call(self, method: str, path: str, body: dict | None = None):
+        password = site_passwords(spec, site_dir)[email]
+        # the kept token is for this password only: a changed password means a new login
+        salt = hashlib.sha256(f"{url} {email}".encode()).digest()
+        check = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, 1000).hex()
+
+        def relogin() -> str:
+            from syft_policies.files import write_private
+
+            token = cls(url, "", spec.name)._call("POST", "/api/session", {"email": email, "password": password})["token"]
+            write_private(kept, json.dumps({"url": url, "token": token, "check": check}))
+            return token
+
+        try:
+            saved = json.loads(kept.read_text())
+        except (OSError, ValueError):
+            saved = {}
+        if isinstance(saved, dict) and saved.get("url") == url and saved.get("check") == check and saved.get("token"):
+            return cls(url, str(saved["token"]), spec.name, relogin)
+        return cls(url, relogin(), spec.name, relogin)
+
+    def _call(self, method: str, path: str, body: dict | None = None, *, retry: bool = True):
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
         if self.token:
@@ -68,6 +93,9 @@ class ConsoleClient:
             with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
+            if exc.code == 401 and retry and self._relogin is not None and path != "/api/session":
+                self.token = self._relogin()  # the kept session expired (or the site restarted)
+                return self._call(method, path, body, retry=False)
             try:
                 message = json.loads(exc.read()).get("error") or exc.reason
             except (ValueError, AttributeError):

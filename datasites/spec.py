@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from privacy.bounds import PlanBounds
-from synthetic_data import HospitalProfile, Location
+from synthetic_data.profile import HospitalProfile, Location
 
 __all__ = ["HospitalSpec", "Account", "load_spec", "shipped_specs", "SpecError", "CUSTOM_CODE_POLICIES"]
 

@@ -1,15 +1,10 @@
 """Synthea-format synthetic ICU patients: generate, load, build cohorts, split into hospitals.
 
-Also synthetic BraTS-shaped brain MRI (``synthetic_data.imaging``), imported on first use so
-the tabular path does not load nibabel.
+Also synthetic BraTS-shaped brain MRI (``synthetic_data.imaging``). Names are imported on
+first use, so the tabular path does not load nibabel and a spec's profile loads no pandas.
 """
 
-from .cohort import Cohort, build_cohort
-from .export import SyntheaExport
-from .generator import Location, generate_population
-from .schema import TABLES, TABLES_DESCRIPTION
-from .loader import SyntheaValidationError, load_synthea
-from .partition import HospitalProfile, describe_hospitals, make_mock, partition_hospitals
+from importlib import import_module
 
 __all__ = [
     "generate_population", "load_synthea", "SyntheaValidationError", "SyntheaExport",
@@ -21,11 +16,13 @@ __all__ = [
 ]
 
 _IMAGING = frozenset(__all__[__all__.index("MODALITIES"):])
+_WHERE = {"Cohort": "cohort", "build_cohort": "cohort", "SyntheaExport": "export", "generate_population": "generator",
+          "Location": "profile", "HospitalProfile": "profile", "TABLES": "schema", "TABLES_DESCRIPTION": "schema",
+          "SyntheaValidationError": "loader", "load_synthea": "loader", "describe_hospitals": "partition",
+          "make_mock": "partition", "partition_hospitals": "partition", **{n: "imaging" for n in _IMAGING}}
 
 
-def __getattr__(name: str):
-    if name in _IMAGING:
-        from . import imaging
-
-        return getattr(imaging, name)
+def __getattr__(name: str):  # loaded on first use: reading a spec needs none of NumPy / pandas / nibabel
+    if name in _WHERE:
+        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

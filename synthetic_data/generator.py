@@ -13,32 +13,18 @@ have transient febrile / tachycardic episodes.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from . import codes
 from .export import SyntheaExport
+from .profile import DEFAULT_LOCATION, Location
 from .schema import COLUMNS
 
 __all__ = ["Location", "generate_population", "DEFAULT_LOCATION"]
 
 
-@dataclass(frozen=True)
-class Location:
-    """Where a population lives (fills Synthea's address columns)."""
-
-    city: str
-    state: str
-    county: str
-    fips: str
-    zip_prefix: str  # first three digits; the generator adds two
-    lat: float
-    lon: float
-
-
-DEFAULT_LOCATION = Location("Boston", "Massachusetts", "Suffolk County", "25025", "021", 42.36, -71.06)
 
 _FIRST = ["Ada", "Ben", "Chloe", "Dmitri", "Elena", "Farid", "Grace", "Hugo", "Ines", "Jamal",
           "Keiko", "Liam", "Maria", "Noah", "Olga", "Pedro", "Quinn", "Rosa", "Sven", "Tara",

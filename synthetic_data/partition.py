@@ -17,33 +17,10 @@ import pandas as pd
 
 from . import codes
 from .export import SyntheaExport
-from .generator import DEFAULT_LOCATION, Location, generate_population
+from .generator import generate_population
+from .profile import HospitalProfile, Location
 
 __all__ = ["HospitalProfile", "partition_hospitals", "describe_hospitals", "make_mock"]
-
-
-@dataclass(frozen=True)
-class HospitalProfile:
-    """What makes one simulated hospital different from the others."""
-
-    name: str
-    share: float = 1.0
-    age_preference: float = 0.0
-    prevalence_odds: float = 1.0
-    location: Location = field(default=DEFAULT_LOCATION)
-    creatinine_unit: str = "mg/dL"  # or "umol/L"
-    lactate_loinc: str = codes.LABS["lactate"].code  # or "32693-4"
-    spo2_offset: float = 0.0
-
-    def __post_init__(self):
-        if self.share <= 0:
-            raise ValueError(f"{self.name}: share must be positive, got {self.share}")
-        if self.prevalence_odds <= 0:
-            raise ValueError(f"{self.name}: prevalence_odds must be positive, got {self.prevalence_odds}")
-        if self.creatinine_unit not in ("mg/dL", "umol/L"):
-            raise ValueError(f"{self.name}: creatinine_unit must be 'mg/dL' or 'umol/L', got {self.creatinine_unit!r}")
-        if self.lactate_loinc not in (codes.LABS["lactate"].code, "32693-4"):
-            raise ValueError(f"{self.name}: lactate_loinc must be '2524-7' or '32693-4', got {self.lactate_loinc!r}")
 
 
 def _patient_age_and_label(export: SyntheaExport) -> tuple[pd.Series, pd.Series]:
