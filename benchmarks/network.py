@@ -44,7 +44,7 @@ def _run(home: Path, args, proxies: dict | None) -> tuple[dict, float]:
 
     started = time.monotonic()
     try:
-        summary = run_demo(home, n_patients=args.patients, rounds=args.rounds, servers=True, retries=5,
+        summary = run_demo(home, n_patients=args.patients, rounds=args.rounds, servers=True, retries=5, console=False,
                            results=home / ("results-proxy" if proxies is not None else "results"),
                            echo=lambda *_: None, progress=False, connect=connect)
     finally:

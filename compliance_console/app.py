@@ -229,14 +229,16 @@ def create_app(site, *, idle_seconds: float = IDLE_SECONDS, accounts=None):
                          f"First approval of {done['function']} recorded: a second officer must co-sign.")
         return RedirectResponse("/", status_code=303)
 
-    @app.post("/studies/{study}/approve")
-    async def approve_study_form(request: Request, study: str):
+    @app.post("/studies/approve")
+    async def approve_study_form(request: Request):
+        """The study travels in the form, never in the URL: its name is the researcher's text."""
         session, redirect = signed_in(request)
         if redirect:
             return redirect
         form = await form_of(request, session)
         if form is None:
             return forbidden(session)
+        study = str(form.get("study", ""))
         expected = [i for i in str(form.get("requests", "")).split(",") if i]
         try:
             done = ops.approve_study(session.client, site, study, researcher=str(form.get("researcher", "")),
@@ -357,8 +359,8 @@ def create_app(site, *, idle_seconds: float = IDLE_SECONDS, accounts=None):
             return JSONResponse({"error": str(exc)}, status_code=400)
         return answer(lambda s: ops.approve(s.client, site, request_id, **form), session)
 
-    @app.post("/api/studies/{study}/approve")
-    async def api_approve_study(request: Request, study: str):
+    @app.post("/api/studies/approve")
+    async def api_approve_study(request: Request):
         session, error = bearer(request)
         if error:
             return error
@@ -367,7 +369,7 @@ def create_app(site, *, idle_seconds: float = IDLE_SECONDS, accounts=None):
             form = governance({k: ("on" if v is True else v) for k, v in body.items()})
         except ReviewError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        who = body.get("researcher")
+        who, study = body.get("researcher"), str(body.get("study", ""))
         return answer(lambda s: ops.approve_study(s.client, site, study, researcher=None if who is None else str(who),
                                                   **form), session)
 

@@ -364,7 +364,7 @@ def review_approve(request_id: Optional[str] = typer.Argument(None, help="The re
     console = _console(site, home)
     body = _governance(purpose, irb, dua, expires, two_person, accept_high_risk)
     if study is not None:
-        done = _refused(lambda: console.post(f"/api/studies/{console.quote(study)}/approve", body), "--study")
+        done = _refused(lambda: console.post("/api/studies/approve", {**body, "study": study}), "--study")
     else:
         done = [_refused(lambda: console.post(f"/api/requests/{console.quote(request_id)}/approve", body),
                          "REQUEST_ID")]

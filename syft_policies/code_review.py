@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from privacy import PlanBounds, evaluation_schedule, plan_problems, planned_epsilon
 from privacy.queries import query_epsilon
 
+from .release_rules import release_settings
 from .templates import TEMPLATES, match_template
 
 __all__ = ["review_code", "ReviewReport", "Finding", "SitePolicy"]
@@ -340,6 +341,8 @@ def review_code(source: str, *, site_policy: SitePolicy | None = None, plan: dic
             findings.append(Finding("R010", "medium", "a template's code with its inputs bound differently "
                                     "(the plan must be a sy.Constant, the data the site's asset)", func.lineno))
     dp, cost, problems, study_cost = None, None, [], None
+    if plan and "study" in plan and not _study_name_ok(plan["study"]):  # it is shown, grouped and bulk-approved
+        problems.append("the plan's study name must be 1-80 letters, digits, '.', '_' or '-'")
     spends = template.spends if template else ("dp-sgd" if any(v.endswith(("dp_train", "secure_train"))
                                                                for v in vetted) else
                                                "per-call" if any(v.endswith(("dp_prevalence", "rwe_statistics"))
@@ -359,7 +362,7 @@ def review_code(source: str, *, site_policy: SitePolicy | None = None, plan: dic
             cost = training if spends == "dp-sgd" else sum(evaluation_schedule(plan))
             study_cost = training + sum(evaluation_schedule(plan))  # both requests draw on one budget
     elif plan and spends == "query":
-        executions = int(((release or {}).get("settings") or {}).get("limit", 1))
+        executions = _executions(release)
         try:
             per_call = query_epsilon(plan)
         except ValueError as exc:
@@ -372,11 +375,11 @@ def review_code(source: str, *, site_policy: SitePolicy | None = None, plan: dic
     elif spends == "query":
         problems.append("the query plan is missing: pin {'study': ..., 'queries': [...]} as a sy.Constant")
     elif spends == "fixed" and template is not None:
-        executions = int(((release or {}).get("settings") or {}).get("limit", 1))
+        executions = _executions(release)
         dp = {"mechanism": "OpenDP (Laplace, discrete Laplace)", "epsilon": template.epsilon, "executions": executions}
         cost = float(template.epsilon) * executions
     elif plan and spends == "per-call":
-        executions = int(((release or {}).get("settings") or {}).get("limit", 1))
+        executions = _executions(release)
         dp = {"mechanism": "laplace", "epsilon": plan.get("epsilon"), "executions": executions}
         cost = float(plan.get("epsilon") or 0) * executions  # basic composition over every allowed call
     if cost is not None and cost > policy.max_epsilon and spends in ("per-call", "query"):
@@ -399,6 +402,23 @@ def review_code(source: str, *, site_policy: SitePolicy | None = None, plan: dic
                         budget_remaining, after, study_cost)
 
 
+def _study_name_ok(study) -> bool:
+    """The rule the vetted jobs apply to a study id, for every plan the review reads."""
+    import re
+
+    return isinstance(study, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}", study) is not None \
+        and ".." not in study
+
+
+def _executions(release: dict | None) -> int:
+    """How many times the request may run, as the site will count them (an unreadable
+    setting is R013, HIGH, and the site refuses to run it: 1 here only for the display)."""
+    try:
+        return release_settings((release or {}).get("settings"))["limit"]
+    except ValueError:
+        return 1
+
+
 def _release_problems(release: dict, policy: SitePolicy) -> list[str]:
     """Without the site's own release policy, nothing checks what the code returns."""
     if release.get("policy") != "ReleasePolicy":
@@ -406,7 +426,10 @@ def _release_problems(release: dict, policy: SitePolicy) -> list[str]:
                 "row-level outputs at execution"]
     if not release.get("genuine"):
         return ["the request's ReleasePolicy source differs from this site's copy (edited or another version)"]
-    settings = release.get("settings") or {}
+    try:
+        settings = release_settings(release.get("settings"))
+    except ValueError as exc:
+        return [f"{exc}: the site will not run it"]
     problems = []
     if settings.get("min_cell", policy.min_cell) < policy.min_cell:
         problems.append(f"release min_cell {settings['min_cell']} below the site's {policy.min_cell}")

@@ -39,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["find_row_level_data", "suppress_small_cells", "remember_inputs", "forget_inputs", "current_inputs"]
+__all__ = ["find_row_level_data", "suppress_small_cells", "remember_inputs", "forget_inputs", "current_inputs",
+           "release_settings"]
 
 IDENTIFIER_INSIDE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
                                r"|(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)|(?<![0-9a-z])M?[0-9a-f]{32}(?![0-9a-z])",
@@ -320,3 +321,20 @@ def suppress_small_cells(value: Any, *, min_cell: int = 10) -> Any:
     if isinstance(value, list):
         return [suppress_small_cells(v, min_cell=min_cell) for v in value]
     return value
+
+
+def release_settings(settings: dict | None) -> dict:
+    """A request's ``ReleasePolicy`` settings as the site reads them everywhere (review,
+    budget check, execution limit): whole numbers, ``limit`` and ``max_rows`` at least 1,
+    ``min_cell`` at least 0. Anything else (0.5, "many", True, a huge number) is a
+    ValueError, so no two readings of one request can disagree on what it may do."""
+    out = {"limit": 1, "max_rows": 256, "min_cell": 10}
+    for key, value in (settings or {}).items():
+        if key not in out:
+            continue
+        if type(value) is not int or not (0 if key == "min_cell" else 1) <= value <= 1_000_000:
+            raise ValueError(f"release policy {key} must be a whole number "
+                             f"{'from 0' if key == 'min_cell' else 'from 1'} to 1000000")
+        out[key] = value
+    return out
+

@@ -215,7 +215,7 @@ def approve_request(client, request_id: str, *, ledger=None, audit=None, governa
     it, ``two-person`` (the default) makes it need two officers. A high-risk request needs
     ``accept_high_risk``.
     """
-    from .code_review import SitePolicy, review_code
+    from .code_review import SitePolicy
     from .ledger import BudgetExceeded
     from .quiet import quiet
 
@@ -227,8 +227,7 @@ def approve_request(client, request_id: str, *, ledger=None, audit=None, governa
         raise ReviewError(f"request {info.id[:8]} carries more than its code ({', '.join(info.extra_changes)}): "
                           "deny it")
     policy = site_policy or SitePolicy()
-    report = review_code(info.code, plan=info.plan, data_params=set(info.data_params) or None,
-                         release=info.release, inputs=info.inputs, site_policy=policy)
+    report = report_for(info, site_policy=policy)
     if report.template is None and policy.custom_code == "deny":
         raise ReviewError(f"cannot approve {info.function}: it is not one of the site's request templates and "
                           "this site's policy denies custom code (policy custom_code = deny)")
@@ -295,7 +294,6 @@ def _governed(governance, client, info: RequestInfo, *, purpose, irb, dua, expir
 
 def deny_request(client, request_id: str, *, reason: str, audit=None) -> RequestInfo:
     """Deny a pending request; ``reason`` is required and shown to the researcher."""
-    from .code_review import review_code
     from .quiet import quiet
 
     if not reason or not reason.strip():
@@ -308,19 +306,21 @@ def deny_request(client, request_id: str, *, reason: str, audit=None) -> Request
         result = request.deny(reason=reason.strip())
     if type(result).__name__ == "SyftError":
         raise ReviewError(f"denial failed: {result}")
-    report = review_code(info.code, plan=info.plan, data_params=set(info.data_params) or None,
-                         release=info.release, inputs=info.inputs)
-    _record(audit, client, info, report, "denied", reason=reason.strip())
+    _record(audit, client, info, report_for(info), "denied", reason=reason.strip())
     return get_request(client, request_id)
 
 
 def report_for(info: RequestInfo, *, site_policy=None, budget_remaining: float | None = None):
     """The automatic review report of one listed request (no further call to the site)."""
-    from .code_review import Finding, review_code
+    from .code_review import Finding, ReviewReport, review_code
 
-    report = review_code(info.code, site_policy=site_policy, plan=info.plan, release=info.release,
-                         data_params=set(info.data_params) or None, budget_remaining=budget_remaining,
-                         inputs=info.inputs)
+    try:
+        report = review_code(info.code, site_policy=site_policy, plan=info.plan, release=info.release,
+                             data_params=set(info.data_params) or None, budget_remaining=budget_remaining,
+                             inputs=info.inputs)
+    except Exception as exc:  # noqa: BLE001 - one unreadable request must not hide the others
+        return ReviewReport(info.function, "high", [Finding("R000", "high", "the automatic review could not read "
+                                                           f"this request ({type(exc).__name__}): deny it", 0)])
     if info.extra_changes:
         report.findings.insert(0, Finding("R014", "high", "the request carries more than its code ("
                                           + ", ".join(info.extra_changes) + "): approving it would apply them",

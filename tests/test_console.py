@@ -116,6 +116,13 @@ def _probe(patients_asset):
     return console_probe
 
 
+def _victim(patients_asset):
+    @sy.syft_function(input_policy=sy.ExactMatch(patients=patients_asset), output_policy=ReleasePolicy(limit=1))
+    def console_victim(patients):
+        return {"max_age": 1}
+    return console_victim
+
+
 def _xss(patients_asset):
     @sy.syft_function(input_policy=sy.ExactMatch(patients=patients_asset), output_policy=ReleasePolicy(limit=1))
     def console_xss(patients):
@@ -355,7 +362,7 @@ def test_custom_code_filed_under_a_studys_name_cannot_ride_its_bulk_approval(sit
     api = ConsoleClient(console.url, api.post("/api/session", {"email": officer, "password": _password(site, officer)})
                         ["token"], site.spec.name)
     with pytest.raises(ConsoleRefused, match="request by request"):
-        api.post(f"/api/studies/{name}/approve", {"purpose": "p", "irb": "IRB-1"})
+        api.post("/api/studies/approve", {"study": name, "purpose": "p", "irb": "IRB-1"})
     assert study.approvals()[site.spec.name].status == "pending"
     api.post(f"/api/requests/{rider_id}/deny", {"reason": "custom code under a study's name"})
 
@@ -374,3 +381,43 @@ def test_a_study_that_changed_after_the_page_loaded_is_not_approved(site, consol
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     assert "changed since the page was loaded" in _flash(browser)
     assert not [e for e in site.audit().entries() if e["event"] == "approved" and e.get("irb") == "IRB-2"]
+
+
+def _prevalence(site, study_name: str):
+    from syft_policies.templates import medsyft_dp_prevalence
+
+    def make(cohort_asset):
+        plan = {"study": study_name, "dataset": site.spec.dataset_name, "epsilon": 0.01}
+        return sy.syft_function(input_policy=sy.MixedInputPolicy(client=site.researcher(), cohort=cohort_asset,
+                                                                 plan=sy.Constant(val=plan)),
+                                output_policy=ReleasePolicy(limit=1), name=f"p_{uuid.uuid4().hex[:6]}")(
+            medsyft_dp_prevalence)
+    return make
+
+
+def test_a_study_name_cannot_steer_the_bulk_approval_to_another_request(site, console, browser):
+    """Red team round 5: a LOW template filed under the study ``x/../../requests/<victim>``
+    made the officer's "approve the whole study" click post to the victim's approve URL.
+    Now the study travels in the form (never in a URL), and a study name the vetted jobs
+    would refuse makes the request HIGH risk, so no bulk form is offered for it."""
+    _, victim, _ = _submit(site, _victim)
+    ds = site.researcher()
+    cohort = ds.datasets[site.spec.dataset_name].assets["sepsis_cohort"]
+    name = f"x/../../requests/{victim}"
+    with quiet():
+        submit_request(ds, _prevalence(site, name)(cohort))
+        submit_request(ds, _prevalence(site, "plain-prevalence")(cohort))
+    _as_officer(browser, console, site)
+    section = browser.find_element(By.CSS_SELECTOR, f'section[data-study="{name}"]')
+    assert "HIGH" in section.text and "approve them one by one" in section.text
+    assert _absent(browser, By.CSS_SELECTOR, f'section[data-study="{name}"] form')
+    plain = browser.find_element(By.CSS_SELECTOR, 'section[data-study="plain-prevalence"] form.study-approve')
+    assert plain.get_attribute("action") == console.url + "/studies/approve"  # a fixed URL, the study a field
+    browser.execute_script("arguments[0].querySelector('input[name=study]').value = arguments[1]", plain, name)
+    browser.find_element(By.CSS_SELECTOR, 'section[data-study="plain-prevalence"] details summary').click()
+    plain.find_element(By.NAME, "purpose").send_keys("p")
+    plain.find_element(By.NAME, "irb").send_keys("IRB-5")
+    plain.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    assert _flash(browser).startswith("Study not approved")
+    assert site.governance().get(victim) is None  # not even a first approval of the victim
+    assert not [e for e in site.audit().entries() if e.get("request") == victim and e["event"] != "submitted"]

@@ -151,6 +151,7 @@ class Execution:
         if not self._genuine_release_policy():
             raise Refusal("this site runs only requests whose output policy is its own ReleasePolicy "
                           "(syft_policies.release.ReleasePolicy); resubmit with it")
+        limit = self._limit()
         if self.template is None and not self.admin:
             policy = getattr(self.site.spec, "custom_code", "two-person")
             if policy == "deny":
@@ -173,7 +174,7 @@ class Execution:
             self._check_plan()
             try:
                 self.attempt = self.site.executions().begin(code=self.code_id, request=self.request,
-                                                            researcher=self.researcher, limit=self._limit())
+                                                            researcher=self.researcher, limit=limit)
             except AttemptRefused as exc:
                 raise Refusal(str(exc)) from None
 
@@ -202,8 +203,15 @@ class Execution:
         return raw is not None and raw.strip() == inspect.getsource(ReleasePolicy).strip()
 
     def _limit(self) -> int:
-        settings = getattr(self.code, "output_policy_init_kwargs", None) or {}
-        return max(1, int(settings.get("limit", 1)))
+        """The executions the request allows, read as the review read them (one function)."""
+        from syft_policies.release_rules import release_settings
+
+        settings = {k: v for k, v in (getattr(self.code, "output_policy_init_kwargs", None) or {}).items()
+                    if k != "id"}
+        try:
+            return release_settings(settings)["limit"]
+        except ValueError as exc:
+            raise Refusal(f"this site does not run this request: {exc}") from None
 
     def _plan(self) -> dict:
         for rules in (getattr(self.code, "input_policy_init_kwargs", None) or {}).values():

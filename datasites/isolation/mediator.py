@@ -145,9 +145,10 @@ class Mediator:
     def _debit(self, epsilon, reference, once: bool = False) -> dict:
         from syft_policies.ledger import BudgetExceeded
 
+        ceiling = float(self.site.spec.plan_bounds.max_epsilon)  # a whole study at this site, at most
         if not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool) or not math.isfinite(epsilon) \
-                or not 0 <= epsilon <= 1000:
-            return self._refuse("a debit needs a finite epsilon between 0 and 1000")
+                or not 0 <= epsilon <= ceiling:
+            return self._refuse(f"a debit needs a finite epsilon between 0 and the site's maximum {ceiling:g}")
         if not self.datasets:
             return {"value": None}  # reads no private asset here: nothing to pay for
         reference = f"{str(reference or '')[:120]} (request {self.request[:8]})"
