@@ -43,6 +43,18 @@ def console_url(spec, home: str | Path) -> str:
     return f"http://127.0.0.1:{int(info['console_port'])}"
 
 
+def _check_running(spec, home) -> None:
+    """The site's own status first (3 s at most): a stopped, starting, frozen or displaced
+    server is named with what to do, instead of a call that waits on it."""
+    from datasites.server import site_status
+
+    status = site_status(spec, home)
+    if status["state"] == "stopped":
+        raise ConsoleError(f"site {spec.name} is not running; start it with `medsyft sites up --site {spec.name}`")
+    if status["state"] != "running":
+        raise ConsoleError(f"site {spec.name}: {status['message']}")
+
+
 class ConsoleClient:
     def __init__(self, url: str, token: str, site: str, relogin=None):
         self.url, self.token, self.site = url, token, site
@@ -58,6 +70,7 @@ class ConsoleClient:
         skips the password check, which costs the site most of a second."""
         from datasites.credentials import credentials_file, site_passwords
 
+        _check_running(spec, home)
         url = console_url(spec, home)
         site_dir = Path(home).resolve() / spec.name
         email = spec.admin.email if as_admin else spec.compliance_officer.email
