@@ -212,8 +212,9 @@ def create_app(site, *, idle_seconds: float = IDLE_SECONDS, accounts=None):
                 "dua": str(form.get("dua", "")), "expires": str(form.get("expires", "")),
                 "two_person": form.get("two_person") == "on", "accept_high_risk": form.get("accept_high_risk") == "on"}
 
-    @app.post("/requests/{request_id}/approve")
-    async def approve_form(request: Request, request_id: str):
+    async def decision(request: Request, work, *, refused: str, back: str = "/"):
+        """A posted decision: a live session and its CSRF token, then ``work(session, form)``,
+        which returns the message to show; a refusal is shown on ``back`` instead."""
         session, redirect = signed_in(request)
         if redirect:
             return redirect
@@ -221,52 +222,39 @@ def create_app(site, *, idle_seconds: float = IDLE_SECONDS, accounts=None):
         if form is None:
             return forbidden(session)
         try:
-            done = ops.approve(session.client, site, request_id, **governance(form))
+            session.flash = work(session, form)
         except ReviewError as exc:
-            session.flash = f"Not approved: {exc}"
-            return RedirectResponse(f"/requests/{quote(request_id)}", status_code=303)
-        session.flash = (f"Approved {done['function']} ({done['short']})." if done["status"] == "approved" else
-                         f"First approval of {done['function']} recorded: a second officer must co-sign.")
+            session.flash = f"{refused}: {exc}"
+            return RedirectResponse(back, status_code=303)
         return RedirectResponse("/", status_code=303)
+
+    @app.post("/requests/{request_id}/approve")
+    async def approve_form(request: Request, request_id: str):
+        def work(session, form):
+            done = ops.approve(session.client, site, request_id, **governance(form))
+            return (f"Approved {done['function']} ({done['short']})." if done["status"] == "approved" else
+                    f"First approval of {done['function']} recorded: a second officer must co-sign.")
+        return await decision(request, work, refused="Not approved", back=f"/requests/{quote(request_id)}")
 
     @app.post("/studies/approve")
     async def approve_study_form(request: Request):
         """The study travels in the form, never in the URL: its name is the researcher's text."""
-        session, redirect = signed_in(request)
-        if redirect:
-            return redirect
-        form = await form_of(request, session)
-        if form is None:
-            return forbidden(session)
-        study = str(form.get("study", ""))
-        expected = [i for i in str(form.get("requests", "")).split(",") if i]
-        try:
+        def work(session, form):
+            study = str(form.get("study", ""))
+            expected = [i for i in str(form.get("requests", "")).split(",") if i]
             done = ops.approve_study(session.client, site, study, researcher=str(form.get("researcher", "")),
                                      expected=expected, **governance(form))
-        except ReviewError as exc:
-            session.flash = f"Study not approved: {exc}"
-            return RedirectResponse("/", status_code=303)
-        waiting = [d["function"] for d in done if d["status"] != "approved"]
-        session.flash = (f"Approved study {study}: {len(done)} request(s)." if not waiting else
-                         f"Study {study}: first approval recorded; a second officer must co-sign "
-                         f"{', '.join(waiting)}.")
-        return RedirectResponse("/", status_code=303)
+            waiting = [d["function"] for d in done if d["status"] != "approved"]
+            return (f"Approved study {study}: {len(done)} request(s)." if not waiting else
+                    f"Study {study}: first approval recorded; a second officer must co-sign {', '.join(waiting)}.")
+        return await decision(request, work, refused="Study not approved")
 
     @app.post("/requests/{request_id}/deny")
     async def deny_form(request: Request, request_id: str):
-        session, redirect = signed_in(request)
-        if redirect:
-            return redirect
-        form = await form_of(request, session)
-        if form is None:
-            return forbidden(session)
-        try:
+        def work(session, form):
             done = ops.deny(session.client, site, request_id, reason=str(form.get("reason", "")))
-        except ReviewError as exc:
-            session.flash = f"Not denied: {exc}"
-            return RedirectResponse(f"/requests/{quote(request_id)}", status_code=303)
-        session.flash = f"Denied {done['function']} ({done['short']}): {done['reason']}"
-        return RedirectResponse("/", status_code=303)
+            return f"Denied {done['function']} ({done['short']}): {done['reason']}"
+        return await decision(request, work, refused="Not denied", back=f"/requests/{quote(request_id)}")
 
     @app.get("/ledger", response_class=HTMLResponse)
     def ledger_page(request: Request):
@@ -339,50 +327,39 @@ def create_app(site, *, idle_seconds: float = IDLE_SECONDS, accounts=None):
         session, error = bearer(request)
         return error or answer(lambda s: ops.request_detail(s.client, site, request_id), session)
 
-    async def body_of(request: Request) -> dict:
+    async def posted(request: Request, work):
+        """A JSON call that changes something: a live bearer session, a JSON object, then
+        ``work(session, body)``."""
+        session, error = bearer(request)
+        if error:
+            return error
         try:
             body = await request.json()
         except Exception:  # noqa: BLE001
             body = None
         if not isinstance(body, dict):
-            raise ReviewError("send a JSON object")
-        return body
+            return JSONResponse({"error": "send a JSON object"}, status_code=400)
+        return answer(lambda s: work(s, body), session)
+
+    def flags(body: dict) -> dict:
+        return governance({k: ("on" if v is True else v) for k, v in body.items()})
 
     @app.post("/api/requests/{request_id}/approve")
     async def api_approve(request: Request, request_id: str):
-        session, error = bearer(request)
-        if error:
-            return error
-        try:
-            form = governance({k: ("on" if v is True else v) for k, v in (await body_of(request)).items()})
-        except ReviewError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        return answer(lambda s: ops.approve(s.client, site, request_id, **form), session)
+        return await posted(request, lambda s, body: ops.approve(s.client, site, request_id, **flags(body)))
 
     @app.post("/api/studies/approve")
     async def api_approve_study(request: Request):
-        session, error = bearer(request)
-        if error:
-            return error
-        try:
-            body = await body_of(request)
-            form = governance({k: ("on" if v is True else v) for k, v in body.items()})
-        except ReviewError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        who, study = body.get("researcher"), str(body.get("study", ""))
-        return answer(lambda s: ops.approve_study(s.client, site, study, researcher=None if who is None else str(who),
-                                                  **form), session)
+        def work(s, body):
+            who = body.get("researcher")
+            return ops.approve_study(s.client, site, str(body.get("study", "")),
+                                     researcher=None if who is None else str(who), **flags(body))
+        return await posted(request, work)
 
     @app.post("/api/requests/{request_id}/deny")
     async def api_deny(request: Request, request_id: str):
-        session, error = bearer(request)
-        if error:
-            return error
-        try:
-            reason = str((await body_of(request)).get("reason", ""))
-        except ReviewError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        return answer(lambda s: ops.deny(s.client, site, request_id, reason=reason), session)
+        return await posted(request, lambda s, body: ops.deny(s.client, site, request_id,
+                                                              reason=str(body.get("reason", ""))))
 
     if accounts is not None:
         def admin_only(s: Session):
@@ -403,16 +380,12 @@ def create_app(site, *, idle_seconds: float = IDLE_SECONDS, accounts=None):
 
         @app.post("/api/accounts")
         async def api_add_account(request: Request):
-            session, error = bearer(request)
-            if error:
-                return error
-            try:
-                body = await body_of(request)
-            except ReviewError as exc:
-                return JSONResponse({"error": str(exc)}, status_code=400)
-            return answer(lambda s: {"email": str(body.get("email", "")), "password": accounts.add_researcher(
-                admin_only(s), email=str(body.get("email", "")), name=str(body.get("name", "")),
-                institution=str(body.get("institution", "")), audit=site.audit())}, session)
+            def work(s, body):
+                email = str(body.get("email", ""))
+                return {"email": email, "password": accounts.add_researcher(
+                    admin_only(s), email=email, name=str(body.get("name", "")),
+                    institution=str(body.get("institution", "")), audit=site.audit())}
+            return await posted(request, work)
 
         @app.post("/api/accounts/{email}/rotate")
         def api_rotate(request: Request, email: str):

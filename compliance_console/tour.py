@@ -13,10 +13,10 @@ __all__ = ["ConsoleTour"]
 
 
 class ConsoleTour:
-    def __init__(self, url: str, out_dir: Path):
+    def __init__(self, url: str, out_dir: Path, *, on_close=None):
         from .browser import open_browser
 
-        self.url, self.out = url.rstrip("/"), Path(out_dir)
+        self.url, self.out, self.on_close = url.rstrip("/"), Path(out_dir), on_close
         self.driver = open_browser()
         self.shots: list[Path] = []
 
@@ -75,4 +75,8 @@ class ConsoleTour:
         self.shot("audit")
 
     def close(self) -> None:
-        self.driver.quit()
+        try:
+            self.driver.quit()
+        finally:
+            if self.on_close is not None:  # e.g. stop the console this tour was given
+                self.on_close()

@@ -95,21 +95,6 @@ def _officer_reviews(site, echo, purpose: str = "early warning of sepsis in adul
             echo(f"  {site.spec.name:<16} DENIED   {req.function} (review: {report.risk} risk)")
 
 
-class _Tour:
-    """The console tour and, in-process, the console it runs against."""
-
-    def __init__(self, tour, console=None):
-        self.tour, self.console = tour, console
-
-    def __getattr__(self, name):
-        return getattr(self.tour, name)
-
-    def close(self) -> None:
-        self.tour.close()
-        if self.console is not None:
-            self.console.stop()
-
-
 def _console_tour(site, home: Path, out: Path, echo):
     """A browser on the site's compliance console (its own, in HTTP mode; one served from
     this process otherwise), or None with a warning when Chromium is not installed."""
@@ -127,14 +112,14 @@ def _console_tour(site, home: Path, out: Path, echo):
         console = start_console(site)
         url = console.url
     try:
-        tour = ConsoleTour(url, out)
+        tour = ConsoleTour(url, out, on_close=console.stop if console is not None else None)
     except BrowserMissing as exc:
         echo(f"  warning: no console screenshots ({exc})")
         if console is not None:
             console.stop()
         return None
     shutil.rmtree(out, ignore_errors=True)
-    return _Tour(tour, console)
+    return tour
 
 
 def _review_in_browser(tour, site, study: str, echo) -> None:

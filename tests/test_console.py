@@ -95,39 +95,37 @@ def _submit(site, make):
     return ds, submit_request(ds, code), code.func_name
 
 
-def _rows(patients_asset):
-    @sy.syft_function(input_policy=sy.ExactMatch(patients=patients_asset), output_policy=ReleasePolicy(limit=1))
-    def console_rows(patients):
-        return patients.head(5)
-    return console_rows
+def console_rows(patients):
+    return patients.head(5)
 
 
-def _count(patients_asset):
-    @sy.syft_function(input_policy=sy.ExactMatch(patients=patients_asset), output_policy=ReleasePolicy(limit=1))
-    def console_count(patients):
-        return {"n": 1}
-    return console_count
+def console_count(patients):
+    return {"n": 1}
 
 
-def _probe(patients_asset):
-    @sy.syft_function(input_policy=sy.ExactMatch(patients=patients_asset), output_policy=ReleasePolicy(limit=1))
-    def console_probe(patients):
-        return {"n": 2}
-    return console_probe
+def console_probe(patients):
+    return {"n": 2}
 
 
-def _victim(patients_asset):
-    @sy.syft_function(input_policy=sy.ExactMatch(patients=patients_asset), output_policy=ReleasePolicy(limit=1))
-    def console_victim(patients):
-        return {"max_age": 1}
-    return console_victim
+def console_victim(patients):
+    return {"max_age": 1}
 
 
-def _xss(patients_asset):
-    @sy.syft_function(input_policy=sy.ExactMatch(patients=patients_asset), output_policy=ReleasePolicy(limit=1))
-    def console_xss(patients):
-        return {"note": "</pre><script>document.title='owned'</script><img src=x onerror=alert(1)>"}
-    return console_xss
+def console_xss(patients):
+    return {"note": "</pre><script>document.title='owned'</script><img src=x onerror=alert(1)>"}
+
+
+def _custom(fn):
+    """``make(patients_asset)`` for ``fn`` as custom code on the patients table, under the
+    site's release policy (what ``_submit`` sends)."""
+    def make(patients_asset):
+        return sy.syft_function(input_policy=sy.ExactMatch(patients=patients_asset),
+                                output_policy=ReleasePolicy(limit=1))(fn)
+    return make
+
+
+_rows, _count, _probe, _victim, _xss = map(_custom, (console_rows, console_count, console_probe, console_victim,
+                                                    console_xss))
 
 
 def test_login_refuses_wrong_passwords_then_locks_the_account_and_admits_only_officers(site, console, browser):
